@@ -1,0 +1,4 @@
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzVirtQueue(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+    0
+}

@@ -1,0 +1,50 @@
+# The two commands of the README: `make run` (the main job) and `make test` (the whole test suite).
+# Both install what the machine is missing first. Everything else here is what CI runs besides.
+SWIFT ?= swift
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(notdir $(wildcard Fuzz/Fuzz*))
+
+.PHONY: setup run test lint format example fuzz fuzz-build bench bench-ci docs
+
+setup:
+	@scripts/setup.sh build
+
+# The main job. Until virtrngd lands this runs a simulated Linux guest through a virtqueue.
+run: setup
+	$(SWIFT) run -c release virtrng-sim
+
+test: setup
+	$(SWIFT) test --disable-xctest
+
+lint:
+	$(SWIFT) format lint --strict --recursive --parallel Package.swift Sources Tests Fuzz Benchmarks Examples
+
+format:
+	$(SWIFT) format format --in-place --recursive --parallel Package.swift Sources Tests Fuzz Benchmarks Examples
+
+# Builds and runs the consumer package that depends on VirtQueue alone, then proves its build holds no
+# module of the daemons' dependencies.
+example: setup
+	scripts/check-example.sh
+
+fuzz-build:
+	@for t in $(FUZZ_TARGETS); do \
+	  $(SWIFT) build -c release --product $$t --sanitize=fuzzer -Xswiftc -sanitize=fuzzer,address \
+	    --scratch-path .build-fuzz || exit 1; \
+	done
+
+# Runs every libFuzzer target for FUZZ_SECONDS from its checked-in seeds (copied, never grown in place).
+fuzz: setup fuzz-build
+	@for t in $(FUZZ_TARGETS); do scripts/run-fuzzer.sh $$t $(FUZZ_SECONDS) || exit 1; done
+
+bench: setup
+	$(SWIFT) package --package-path Benchmarks benchmark --format markdown
+
+# Short mode for CI: every benchmark runs briefly, prints its table, and allocation counts are gated.
+bench-ci: setup
+	scripts/bench-ci.sh
+
+docs:
+	@for t in VirtQueue EGDCodec RateLimit EntropySources VirtRNGCore; do \
+	  $(SWIFT) package generate-documentation --target $$t --warnings-as-errors >/dev/null || exit 1; \
+	done

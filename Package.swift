@@ -1,0 +1,87 @@
+// swift-tools-version: 6.1
+//
+// VirtRNG: virtio-rng building blocks for Linux hosts.
+//
+// The first five libraries (VirtQueue, EGDCodec, RateLimit, EntropySources, VirtRNGCore) import
+// nothing outside the Swift toolchain (and our own small C shims), so a hypervisor tool can depend
+// on exactly the piece it needs. Benchmarks live in their own package under Benchmarks/ so that
+// depending on VirtRNG never resolves the benchmark harness. No unsafeFlags anywhere: they would
+// make this package unusable as a dependency.
+import PackageDescription
+
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "VirtRNG",
+    products: [
+        .library(name: "VirtQueue", targets: ["VirtQueue"]),
+        .library(name: "EGDCodec", targets: ["EGDCodec"]),
+        .library(name: "RateLimit", targets: ["RateLimit"]),
+        .library(name: "EntropySources", targets: ["EntropySources"]),
+        .library(name: "VirtRNGCore", targets: ["VirtRNGCore"]),
+        // Test support ships as products so that other hypervisor tools (and our benchmark package)
+        // can drive a queue from the driver side or run a limiter on a manual clock.
+        .library(name: "VirtQueueTestSupport", targets: ["VirtQueueTestSupport"]),
+        .library(name: "RateLimitTestSupport", targets: ["RateLimitTestSupport"]),
+        .executable(name: "virtrng-sim", targets: ["virtrng-sim"]),
+        .executable(name: "egd-client", targets: ["egd-client"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+    ],
+    targets: [
+        // MARK: C shims (our own; no system libraries)
+        .target(name: "CVirtQueueAtomics"),
+
+        // MARK: Libraries
+        .target(name: "VirtQueue", dependencies: ["CVirtQueueAtomics"], swiftSettings: strictSettings),
+        .target(name: "EGDCodec", swiftSettings: strictSettings),
+        .target(name: "RateLimit", swiftSettings: strictSettings),
+        .target(name: "EntropySources", swiftSettings: strictSettings),
+        .target(
+            name: "VirtRNGCore",
+            dependencies: ["VirtQueue", "EGDCodec", "RateLimit", "EntropySources"],
+            swiftSettings: strictSettings
+        ),
+
+        // MARK: Test support (driver-side simulation, fuzz harnesses, manual clocks)
+        .target(name: "VirtQueueTestSupport", dependencies: ["VirtQueue"], swiftSettings: strictSettings),
+        .target(name: "RateLimitTestSupport", dependencies: ["RateLimit"], swiftSettings: strictSettings),
+
+        // MARK: Executables (thin: parse flags, wire, run)
+        .executableTarget(
+            name: "virtrng-sim",
+            dependencies: [
+                "VirtQueue", "VirtQueueTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "egd-client",
+            dependencies: ["EGDCodec", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strictSettings
+        ),
+
+        // MARK: Fuzz targets (libFuzzer; main.swift holds only the entry point)
+        .executableTarget(name: "FuzzVirtQueue", dependencies: ["VirtQueueTestSupport"], path: "Fuzz/FuzzVirtQueue"),
+
+        // MARK: Tests (Swift Testing)
+        .testTarget(
+            name: "VirtQueueTests",
+            dependencies: ["VirtQueue", "VirtQueueTestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(name: "EGDCodecTests", dependencies: ["EGDCodec"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "RateLimitTests",
+            dependencies: ["RateLimit", "RateLimitTestSupport"],
+            swiftSettings: strictSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,2 @@
+/// Rate limiters on an injected monotonic clock.
+public enum RateLimit {}

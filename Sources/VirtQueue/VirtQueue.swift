@@ -1,0 +1,2 @@
+/// Placeholder replaced by the split queue implementation.
+public enum VirtQueuePlaceholder {}

@@ -1,0 +1,1 @@
+print("egd-client: not built yet")

@@ -1,0 +1,2 @@
+import EGDCodec
+import Testing

@@ -1,0 +1,2 @@
+import RateLimit
+import Testing
