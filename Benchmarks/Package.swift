@@ -13,7 +13,7 @@ let rootIdentity = String(Context.packageDirectory.split(separator: "/").dropLas
 func benchmarkTarget(_ name: String, _ dependencies: [Target.Dependency]) -> Target {
     .executableTarget(
         name: name,
-        dependencies: dependencies + [.product(name: "Benchmark", package: "benchmark")],
+        dependencies: dependencies + ["BenchmarkSupport", .product(name: "Benchmark", package: "benchmark")],
         path: "Benchmarks/\(name)",
         swiftSettings: [.enableUpcomingFeature("ExistentialAny")],
         plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
@@ -29,6 +29,11 @@ let package = Package(
     targets: [
         // Physical-limit baselines written in plain C: the same ring validation, memcpy, getrandom.
         .target(name: "CBaselines"),
+        .target(
+            name: "BenchmarkSupport",
+            dependencies: [.product(name: "Benchmark", package: "benchmark")],
+            swiftSettings: [.enableUpcomingFeature("InternalImportsByDefault")]
+        ),
         benchmarkTarget(
             "VirtQueueBenchmarks",
             [
