@@ -68,7 +68,9 @@ let package = Package(
         ),
 
         // MARK: Fuzz targets (libFuzzer; main.swift holds only the entry point)
-        .executableTarget(name: "FuzzVirtQueue", dependencies: ["VirtQueueTestSupport"], path: "Fuzz/FuzzVirtQueue"),
+        .executableTarget(
+            name: "FuzzVirtQueue", dependencies: ["VirtQueueTestSupport"], path: "Fuzz/FuzzVirtQueue",
+            exclude: ["Seeds"]),
 
         // MARK: Tests (Swift Testing)
         .testTarget(

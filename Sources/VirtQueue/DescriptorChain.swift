@@ -46,10 +46,10 @@ public final class DescriptorChain {
     }
 
     /// The device-readable segments, in chain order.
-    public var readableSegments: ReadableSegments { ReadableSegments(chain: self, range: 0 ..< readableCount) }
+    public var readableSegments: ReadableSegments { ReadableSegments(chain: self, range: 0..<readableCount) }
 
     /// The device-writable segments, in chain order.
-    public var writableSegments: WritableSegments { WritableSegments(chain: self, range: readableCount ..< count) }
+    public var writableSegments: WritableSegments { WritableSegments(chain: self, range: readableCount..<count) }
 
     /// Copies `bytes` into the writable buffers starting `offset` bytes into them; returns how many bytes
     /// were copied (fewer than `bytes.count` when the buffers end first). Never writes a readable buffer.
@@ -111,8 +111,8 @@ public final class DescriptorChain {
                 continue
             }
             let chunk = min(Int(length - skip), buffer.count - copied)
-            UnsafeMutableRawBufferPointer(rebasing: buffer[copied ..< copied + chunk])
-                .copyMemory(from: UnsafeRawBufferPointer(rebasing: segment.bytes[Int(skip) ..< Int(skip) + chunk]))
+            UnsafeMutableRawBufferPointer(rebasing: buffer[copied..<copied + chunk])
+                .copyMemory(from: UnsafeRawBufferPointer(rebasing: segment.bytes[Int(skip)..<Int(skip) + chunk]))
             copied += chunk
             skip = 0
         }

@@ -162,7 +162,7 @@ extension GuestMemory {
     public func write(_ bytes: UnsafeRawBufferPointer, at address: UInt64) throws(GuestMemoryError) {
         var copied = 0
         try withHostBuffers(at: address, length: UInt64(bytes.count)) { buffer in
-            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[copied ..< copied + buffer.count]))
+            buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[copied..<copied + buffer.count]))
             copied += buffer.count
         }
     }
@@ -171,7 +171,7 @@ extension GuestMemory {
     public func read(into buffer: UnsafeMutableRawBufferPointer, from address: UInt64) throws(GuestMemoryError) {
         var copied = 0
         try withHostBuffers(at: address, length: UInt64(buffer.count)) { source in
-            UnsafeMutableRawBufferPointer(rebasing: buffer[copied ..< copied + source.count])
+            UnsafeMutableRawBufferPointer(rebasing: buffer[copied..<copied + source.count])
                 .copyMemory(from: UnsafeRawBufferPointer(source))
             copied += source.count
         }
@@ -179,7 +179,8 @@ extension GuestMemory {
 
     /// Reads a little-endian integer stored at `address` (which must not cross a region boundary).
     @inlinable
-    public func load<T: FixedWidthInteger>(littleEndian type: T.Type, at address: UInt64) throws(GuestMemoryError) -> T {
+    public func load<T: FixedWidthInteger>(littleEndian type: T.Type, at address: UInt64) throws(GuestMemoryError) -> T
+    {
         let pointer = try hostPointer(at: address, length: UInt64(MemoryLayout<T>.size))
         return T(littleEndian: pointer.loadUnaligned(as: T.self))
     }

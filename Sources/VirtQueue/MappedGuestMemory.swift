@@ -53,7 +53,9 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
         var regions: [GuestRegion] = []
         do throws(GuestMemoryError) {
             for (index, descriptor) in descriptors.enumerated() {
-                guard descriptor.size > 0 else { throw GuestMemoryError.emptyRegion(guestAddress: descriptor.guestAddress) }
+                guard descriptor.size > 0 else {
+                    throw GuestMemoryError.emptyRegion(guestAddress: descriptor.guestAddress)
+                }
                 let (total, overflow) = descriptor.size.addingReportingOverflow(descriptor.mmapOffset)
                 guard !overflow, total <= UInt64(Int.max),
                     descriptor.frontEndAddress <= UInt64.max - (descriptor.size - 1)

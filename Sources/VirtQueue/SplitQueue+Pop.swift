@@ -141,7 +141,8 @@ extension SplitQueue {
             guard stepsLeft > 0 else { throw .chainTooLong(head: state.head, limit: entries) }
             stepsLeft -= 1
             let entry = RawDescriptor(at: table + 16 * Int(index))
-            let entryPosition = DescriptorPosition(index: UInt16(truncatingIfNeeded: index), indirectTable: descriptor.address)
+            let entryPosition = DescriptorPosition(
+                index: UInt16(truncatingIfNeeded: index), indirectTable: descriptor.address)
             guard entry.flags & DescriptorFlag.indirect == 0 else { throw .nestedIndirect(entryPosition) }
             try appendBuffer(entry, at: entryPosition, state: &state, into: chain, memory: memory)
             guard entry.flags & DescriptorFlag.next != 0 else { return }
@@ -178,12 +179,15 @@ extension SplitQueue {
             let offset = descriptor.address &- region.guestAddress
             if UInt64(descriptor.length) <= region.size &- offset {
                 let host = region.hostAddress.advanced(by: Int(truncatingIfNeeded: offset))
-                guard chain.append(host: host, guestAddress: descriptor.address, length: descriptor.length, writable: writable)
+                guard
+                    chain.append(
+                        host: host, guestAddress: descriptor.address, length: descriptor.length, writable: writable)
                 else { throw .tooManySegments(head: state.head, capacity: chain.capacity) }
                 return
             }
         }
-        try appendSplitBuffer(descriptor, at: position, writable: writable, head: state.head, into: chain, memory: memory)
+        try appendSplitBuffer(
+            descriptor, at: position, writable: writable, head: state.head, into: chain, memory: memory)
     }
 
     /// The slow path: a buffer that crosses into adjacent regions becomes one segment per region; a

@@ -107,7 +107,8 @@ extension SplitQueue {
         if configuration.features.contains(.eventIndex) {
             guard added <= UInt32(UInt16.max) else { return true }
             // used_event sits after the available ring's `size` entries: offset 4 + 2·size.
-            let usedEvent = UInt16(littleEndian: virtq_load_relaxed_u16(rings.available + 4 + 2 * Int(configuration.size)))
+            let usedEvent = UInt16(
+                littleEndian: virtq_load_relaxed_u16(rings.available + 4 + 2 * Int(configuration.size)))
             return Self.needsEvent(eventIndex: usedEvent, newIndex: nextUsed, oldIndex: nextUsed &- UInt16(added))
         }
         let flags = UInt16(littleEndian: virtq_load_relaxed_u16(rings.available))

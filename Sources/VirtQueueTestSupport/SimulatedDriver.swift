@@ -30,7 +30,7 @@ public struct RingLayout: Hashable, Sendable {
             features: features,
             zeroLengthDescriptors: zeroLengthDescriptors
         )
-        arena = arenaStart ..< max(arenaStart, end)
+        arena = arenaStart..<max(arenaStart, end)
     }
 }
 
@@ -72,7 +72,7 @@ public final class SimulatedDriver<Memory: GuestMemory> {
         self.layout = layout
         availIndex = startIndex
         lastUsedIndex = startIndex
-        freeDescriptors = (0 ..< layout.configuration.size).reversed()
+        freeDescriptors = (0..<layout.configuration.size).reversed()
         arenaCursor = layout.arena.lowerBound
         let c = layout.configuration
         try zero(c.descriptorTableAddress, c.descriptorTableLength)
@@ -121,7 +121,7 @@ public final class SimulatedDriver<Memory: GuestMemory> {
         guard buffers.count <= freeDescriptors.count else {
             throw .outOfDescriptors(needed: buffers.count, free: freeDescriptors.count)
         }
-        let indices = (0 ..< buffers.count).map { _ in freeDescriptors.removeLast() }
+        let indices = (0..<buffers.count).map { _ in freeDescriptors.removeLast() }
         for (position, buffer) in buffers.enumerated() {
             let address = try allocate(UInt64(buffer.length))
             let isLast = position == buffers.count - 1
@@ -271,7 +271,9 @@ public final class SimulatedDriver<Memory: GuestMemory> {
 
     private func zero(_ address: UInt64, _ length: UInt64) throws(SimulatedDriverError) {
         do {
-            try memory.withHostBuffers(at: address, length: length) { _ = $0.initializeMemory(as: UInt8.self, repeating: 0) }
+            try memory.withHostBuffers(at: address, length: length) {
+                _ = $0.initializeMemory(as: UInt8.self, repeating: 0)
+            }
         } catch {
             throw .memory(error)
         }

@@ -5,7 +5,8 @@ import VirtQueue
 @Suite struct GuestMemoryTests {
     /// Two adjacent regions [0x1000, 0x2000) and [0x2000, 0x3000), and one apart at [0x8000, 0x9000).
     let memory = try! BufferGuestMemory(regions: [
-        (guestAddress: 0x1000, size: 0x1000), (guestAddress: 0x2000, size: 0x1000), (guestAddress: 0x8000, size: 0x1000),
+        (guestAddress: 0x1000, size: 0x1000), (guestAddress: 0x2000, size: 0x1000),
+        (guestAddress: 0x8000, size: 0x1000),
     ])
 
     @Test func translatesARangeInsideOneRegion() throws {
@@ -47,7 +48,7 @@ import VirtQueue
     }
 
     @Test func writesAndReadsBackAcrossARegionBoundary() throws {
-        let bytes: [UInt8] = Array(0 ..< 64)
+        let bytes: [UInt8] = Array(0..<64)
         try bytes.withUnsafeBytes { try memory.write($0, at: 0x1FE0) }
         var back = [UInt8](repeating: 0, count: 64)
         try back.withUnsafeMutableBytes { try memory.read(into: $0, from: 0x1FE0) }
@@ -77,7 +78,7 @@ import VirtQueue
     }
 
     @Test func lookupFindsEveryRegionOfALargeTable() throws {
-        let layout = (0 ..< 40).map { (guestAddress: UInt64($0) * 0x10000, size: 0x1000) }
+        let layout = (0..<40).map { (guestAddress: UInt64($0) * 0x10000, size: 0x1000) }
         let many = try BufferGuestMemory(regions: layout.reversed())
         for (index, region) in layout.enumerated() {
             #expect(many.region(containing: region.guestAddress + 0xFFF) == many.regions[index])
@@ -123,12 +124,14 @@ import VirtQueue
     @Test func aFailedMapNamesTheRegionAndErrno() {
         #expect(throws: GuestMemoryError.mapFailed(index: 0, errno: EBADF)) {
             try MappedGuestMemory(regions: [
-                MappedRegionDescriptor(guestAddress: 0, size: 0x1000, frontEndAddress: 0, mmapOffset: 0, fileDescriptor: -1)
+                MappedRegionDescriptor(
+                    guestAddress: 0, size: 0x1000, frontEndAddress: 0, mmapOffset: 0, fileDescriptor: -1)
             ])
         }
         #expect(throws: GuestMemoryError.rangeOverflow(address: 0, length: UInt64.max)) {
             try MappedGuestMemory(regions: [
-                MappedRegionDescriptor(guestAddress: 0, size: .max, frontEndAddress: 0, mmapOffset: 1, fileDescriptor: 0)
+                MappedRegionDescriptor(
+                    guestAddress: 0, size: .max, frontEndAddress: 0, mmapOffset: 1, fileDescriptor: 0)
             ])
         }
     }

@@ -24,12 +24,14 @@ import VirtQueueTestSupport
         var guest = try Guest()
         let head = try guest.driver.postRNGBuffer()
         #expect(try guest.pop())
-        let pattern: [UInt8] = (0 ..< 80).map { UInt8($0) }
+        let pattern: [UInt8] = (0..<80).map { UInt8($0) }
         let written = pattern.withUnsafeBytes { guest.chain.write($0) }
         #expect(written == 64)
         var back = [UInt8](repeating: 0, count: 64)
-        try back.withUnsafeMutableBytes { try guest.memory.read(into: $0, from: try guest.driver.bufferAddress(ofHead: head)) }
-        #expect(back == Array(pattern[0 ..< 64]))
+        try back.withUnsafeMutableBytes {
+            try guest.memory.read(into: $0, from: try guest.driver.bufferAddress(ofHead: head))
+        }
+        #expect(back == Array(pattern[0..<64]))
     }
 
     @Test func readableBuffersComeBeforeWritableOnes() throws {
@@ -104,7 +106,7 @@ import VirtQueueTestSupport
 
     @Test func acceptsAvailIndexExactlyAQueueAhead() throws {
         var guest = try Guest(size: 4)
-        for _ in 0 ..< 4 { try guest.driver.postRNGBuffer() }
+        for _ in 0..<4 { try guest.driver.postRNGBuffer() }
         #expect(try guest.queue.availableCount(memory: guest.memory) == 4)
     }
 
@@ -290,7 +292,7 @@ import VirtQueueTestSupport
     @Test func resumesFromASavedIndexAcrossTheWrapAt65535() throws {
         var guest = try Guest(size: 4, startIndex: 65533)
         var heads: [UInt16] = []
-        for round in 0 ..< 6 {
+        for round in 0..<6 {
             let head = try guest.driver.postRNGBuffer()
             #expect(try guest.pop(), "round \(round)")
             #expect(guest.chain.head == head)

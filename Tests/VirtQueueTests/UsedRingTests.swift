@@ -29,7 +29,7 @@ import VirtQueueTestSupport
     @Test func aBatchIsPublishedWithOneIndexStore() throws {
         var guest = try Guest(size: 8)
         var elements: [UsedElement] = []
-        for _ in 0 ..< 5 {
+        for _ in 0..<5 {
             let head = try guest.driver.postRNGBuffer()
             #expect(try guest.pop())
             elements.append(UsedElement(head: head, length: 64))
@@ -44,7 +44,8 @@ import VirtQueueTestSupport
         #expect(try guest.pop())
         #expect(throws: VirtQueueError.usedHeadOutOfRange(head: 8, queueSize: 8)) {
             try guest.queue.addUsed(
-                contentsOf: [UsedElement(head: head, length: 64), UsedElement(head: 8, length: 1)], memory: guest.memory)
+                contentsOf: [UsedElement(head: head, length: 64), UsedElement(head: 8, length: 1)], memory: guest.memory
+            )
         }
         #expect(guest.queue.nextUsed == 0)
         #expect(try guest.driver.reclaimUsed().isEmpty)
@@ -52,7 +53,7 @@ import VirtQueueTestSupport
 
     @Test func usedIndexWrapsAt65535() throws {
         var guest = try Guest(size: 2, startIndex: 65535)
-        for _ in 0 ..< 3 {
+        for _ in 0..<3 {
             let head = try guest.driver.postRNGBuffer()
             #expect(try guest.pop())
             try guest.queue.addUsed(guest.chain, written: 8, memory: guest.memory)
@@ -111,7 +112,7 @@ import VirtQueueTestSupport
         var guest = try Guest(size: 8, features: [.version1, .eventIndex])
         try guest.driver.setUsedEvent(3)  // "interrupt me once the entry at index 3 is used"
         func complete(_ count: Int) throws -> Bool {
-            for _ in 0 ..< count {
+            for _ in 0..<count {
                 try guest.driver.postRNGBuffer()
                 #expect(try guest.pop())
                 try guest.queue.addUsed(guest.chain, written: 64, memory: guest.memory)
@@ -149,8 +150,8 @@ import VirtQueueTestSupport
     @Test func withEventIndexDisabledPopsLeaveAvailEventAlone() throws {
         var guest = try Guest(features: [.version1, .eventIndex])
         try guest.queue.disableNotifications(memory: guest.memory)
-        for _ in 0 ..< 3 { try guest.driver.postRNGBuffer() }
-        for _ in 0 ..< 3 { #expect(try guest.pop()) }
+        for _ in 0..<3 { try guest.driver.postRNGBuffer() }
+        for _ in 0..<3 { #expect(try guest.pop()) }
         #expect(try guest.driver.availEvent() == 0)
         // The driver posting now would not kick: the device said it is busy.
         let before = guest.driver.availIndex
@@ -169,10 +170,10 @@ import VirtQueueTestSupport
             var guest = try Guest(size: 16, features: features)
             var served = 0
             var posted = 0
-            for round in 0 ..< 50 {
+            for round in 0..<50 {
                 // The driver posts a few buffers, kicking only when the device asks for kicks.
                 var kicked = false
-                for _ in 0 ..< (round % 4) {
+                for _ in 0..<(round % 4) {
                     let old = guest.driver.availIndex
                     try guest.driver.postRNGBuffer()
                     posted += 1
@@ -212,7 +213,7 @@ import VirtQueueTestSupport
     }
 
     @Test func acceptsEveryPowerOfTwoUpTo32768() throws {
-        for shift in 0 ... 15 {
+        for shift in 0...15 {
             let configuration = QueueConfiguration(
                 size: 1 << shift, descriptorTableAddress: 0, availableRingAddress: 0, usedRingAddress: 0)
             try configuration.validate()
