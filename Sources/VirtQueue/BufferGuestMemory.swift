@@ -45,6 +45,7 @@ public final class BufferGuestMemory: GuestMemory, @unchecked Sendable {
 
     deinit {
         for region in table.regions { region.hostAddress.deallocate() }
+        table.deallocate()
     }
 
     /// The regions, sorted by guest address.

@@ -17,32 +17,36 @@ public final class DescriptorChain {
     /// ``VirtQueueError/tooManySegments(head:capacity:)``.
     public let capacity: Int
     /// The head descriptor index: what the used ring reports back to the driver.
-    @inlinable public var head: UInt16 { storedHead }
+    @inlinable public var head: UInt16 { state.pointee.head }
     /// Bytes in the device-readable buffers.
-    @inlinable public var readableLength: UInt64 { storedReadableLength }
+    @inlinable public var readableLength: UInt64 { state.pointee.readableLength }
     /// Bytes in the device-writable buffers.
-    @inlinable public var writableLength: UInt64 { storedWritableLength }
+    @inlinable public var writableLength: UInt64 { state.pointee.writableLength }
 
-    @usableFromInline var storedHead: UInt16 = 0
-    @usableFromInline var storedReadableLength: UInt64 = 0
-    @usableFromInline var storedWritableLength: UInt64 = 0
-
+    // The chain's mutable state lives behind pointers the object owns, not in stored `var`s: a class's
+    // stored properties get a dynamic exclusivity check on every access, which on the pop path costs
+    // more than the validation itself.
+    @usableFromInline
+    let state: UnsafeMutablePointer<ChainState>
     @usableFromInline
     let storage: UnsafeMutablePointer<RawSegment>
     @usableFromInline
-    var count = 0
+    var count: Int { state.pointee.count }
     @usableFromInline
-    var readableCount = 0
+    var readableCount: Int { state.pointee.readableCount }
 
     /// Makes empty storage for chains of up to `capacity` segments (at least 1).
     public init(capacity: Int = DescriptorChain.defaultCapacity) {
         precondition(capacity > 0, "a descriptor chain holds at least one segment")
         self.capacity = capacity
         storage = .allocate(capacity: capacity)
+        state = .allocate(capacity: 1)
+        state.initialize(to: ChainState())
     }
 
     deinit {
         storage.deallocate()
+        state.deallocate()
     }
 
     /// The device-readable segments, in chain order.
@@ -123,28 +127,38 @@ public final class DescriptorChain {
 
     @inlinable
     func begin(head: UInt16) {
-        storedHead = head
-        count = 0
-        readableCount = 0
-        storedReadableLength = 0
-        storedWritableLength = 0
+        state.pointee = ChainState(head: head)
     }
 
     /// Appends a segment; the queue has already checked order (readable before writable) and the 2^32
     /// total. Returns false when the storage is full.
     @inlinable
     func append(host: UnsafeMutableRawPointer, guestAddress: UInt64, length: UInt32, writable: Bool) -> Bool {
+        let count = state.pointee.count
         guard count < capacity else { return false }
         storage[count] = RawSegment(guestAddress: guestAddress, length: length, host: host)
-        count += 1
+        state.pointee.count = count + 1
         if writable {
-            storedWritableLength += UInt64(length)
+            state.pointee.writableLength += UInt64(length)
         } else {
-            readableCount += 1
-            storedReadableLength += UInt64(length)
+            state.pointee.readableCount += 1
+            state.pointee.readableLength += UInt64(length)
         }
         return true
     }
+}
+
+/// What a chain holds besides its segments.
+@usableFromInline
+struct ChainState {
+    @usableFromInline var head: UInt16
+    @usableFromInline var count = 0
+    @usableFromInline var readableCount = 0
+    @usableFromInline var readableLength: UInt64 = 0
+    @usableFromInline var writableLength: UInt64 = 0
+
+    @inlinable
+    init(head: UInt16 = 0) { self.head = head }
 }
 
 /// A segment as stored: guest address, length and the validated host address.

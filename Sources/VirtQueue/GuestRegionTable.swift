@@ -5,8 +5,12 @@
 /// few), and the descriptor rings of a virtio queue all sit in the first one.
 @usableFromInline
 struct GuestRegionTable {
-    @usableFromInline
+    /// The regions, sorted by guest address.
     let regions: [GuestRegion]
+    /// The same regions in storage that lookups read without reference counting; owned by the memory
+    /// object that owns this table, which calls ``deallocate()``.
+    @usableFromInline
+    let table: UnsafeMutableBufferPointer<GuestRegion>
 
     /// Sorts and validates regions: at least one, none empty (checked by `GuestRegion`), no overlap.
     init(_ unsorted: [GuestRegion]) throws(GuestMemoryError) {
@@ -19,21 +23,27 @@ struct GuestRegionTable {
             }
         }
         regions = sorted
+        table = .allocate(capacity: sorted.count)
+        _ = table.initialize(from: sorted)
+    }
+
+    /// Frees the lookup storage; called once by the owning memory object's deinit.
+    func deallocate() {
+        table.deallocate()
     }
 
     @inlinable
     func region(containing address: UInt64) -> GuestRegion? {
-        regions.withUnsafeBufferPointer { table in
-            if let first = table.first, first.contains(address) { return first }
-            // Binary search for the last region starting at or below `address`.
-            var low = 0
-            var high = table.count
-            while low < high {
-                let middle = (low + high) / 2
-                if table[middle].guestAddress <= address { low = middle + 1 } else { high = middle }
-            }
-            guard low > 0, table[low - 1].contains(address) else { return nil }
-            return table[low - 1]
+        let first = table[0]  // never empty: init refuses an empty table
+        if first.contains(address) { return first }
+        // Binary search for the last region starting at or below `address`.
+        var low = 0
+        var high = table.count
+        while low < high {
+            let middle = (low + high) / 2
+            if table[middle].guestAddress <= address { low = middle + 1 } else { high = middle }
         }
+        guard low > 0, table[low - 1].contains(address) else { return nil }
+        return table[low - 1]
     }
 }

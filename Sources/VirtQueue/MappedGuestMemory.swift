@@ -89,6 +89,7 @@ public final class MappedGuestMemory: GuestMemory, @unchecked Sendable {
 
     deinit {
         for mapping in mappings { munmap(mapping.base, mapping.length) }
+        table.deallocate()
     }
 
     /// The regions, sorted by guest address.

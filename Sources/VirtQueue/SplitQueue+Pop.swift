@@ -70,27 +70,42 @@ extension SplitQueue {
         let head = UInt16(littleEndian: rings.available.loadUnaligned(fromByteOffset: 4 + 2 * slot, as: UInt16.self))
         guard head < size else { throw fail(.headIndexOutOfRange(head: head, queueSize: size)) }
         do {
-            try walkChain(head: head, rings: rings, into: chain, memory: memory)
+            try walker.walk(head: head, descriptors: rings.descriptors, into: chain, memory: memory)
         } catch {
             throw fail(error)
         }
         storedNextAvail &+= 1
-        if notificationsEnabled, configuration.features.contains(.eventIndex) {
+        if notificationsEnabled, eventIndexNegotiated {
             // avail_event sits after the used ring's `size` elements: offset 4 + 8·size.
             virtq_store_relaxed_u16(rings.used + 4 + 8 * Int(size), nextAvail.littleEndian)
         }
         return true
     }
+}
+
+/// The rules a chain walk applies, copied out of the queue's configuration at activation: a value small
+/// enough to pass in registers, so walking a chain never copies the queue.
+@usableFromInline
+struct ChainWalker {
+    @usableFromInline let size: UInt16
+    @usableFromInline let indirectAllowed: Bool
+    @usableFromInline let skipZeroLength: Bool
 
     @inlinable
-    func walkChain<Memory: GuestMemory>(
+    init(_ configuration: QueueConfiguration) {
+        size = configuration.size
+        indirectAllowed = configuration.features.contains(.indirectDescriptors)
+        skipZeroLength = configuration.zeroLengthDescriptors == .skip
+    }
+
+    @inlinable
+    func walk<Memory: GuestMemory>(
         head: UInt16,
-        rings: RingPointers,
+        descriptors: UnsafeMutableRawPointer,
         into chain: DescriptorChain,
         memory: Memory
     ) throws(VirtQueueError) {
         chain.begin(head: head)
-        let size = configuration.size
         var state = ChainWalkState(head: head)
         var index = head
         // A chain in the descriptor table visits at most `size` descriptors (2.7.5.2); one more is a loop.
@@ -98,7 +113,7 @@ extension SplitQueue {
         while true {
             guard stepsLeft > 0 else { throw .chainTooLong(head: head, limit: UInt32(size)) }
             stepsLeft -= 1
-            let descriptor = RawDescriptor(at: rings.descriptors + 16 * Int(index))
+            let descriptor = RawDescriptor(at: descriptors + 16 * Int(index))
             let position = DescriptorPosition(index: index)
             if descriptor.flags & DescriptorFlag.indirect != 0 {
                 try walkIndirect(descriptor, at: position, state: &state, into: chain, memory: memory)
@@ -121,7 +136,7 @@ extension SplitQueue {
         into chain: DescriptorChain,
         memory: Memory
     ) throws(VirtQueueError) {
-        guard configuration.features.contains(.indirectDescriptors) else { throw .indirectNotNegotiated(position) }
+        guard indirectAllowed else { throw .indirectNotNegotiated(position) }
         guard descriptor.flags & DescriptorFlag.next == 0 else { throw .indirectWithNext(position) }
         // len is a non-zero multiple of 16 of at most 65536 entries (Linux vhost's bound; u16 `next`
         // indices cannot address more).
@@ -169,7 +184,7 @@ extension SplitQueue {
             throw .readableAfterWritable(position)
         }
         guard descriptor.length > 0 else {
-            if configuration.zeroLengthDescriptors == .skip { return }
+            if skipZeroLength { return }
             throw .zeroLengthDescriptor(position)
         }
         state.totalLength += UInt64(descriptor.length)

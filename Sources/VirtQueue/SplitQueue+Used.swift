@@ -104,7 +104,7 @@ extension SplitQueue {
         guard added > 0 else { return false }
         // Order the release store of used.idx before the load of the driver's field (store → load).
         virtq_fence_seq_cst()
-        if configuration.features.contains(.eventIndex) {
+        if eventIndexNegotiated {
             guard added <= UInt32(UInt16.max) else { return true }
             // used_event sits after the available ring's `size` entries: offset 4 + 2·size.
             let usedEvent = UInt16(
@@ -129,7 +129,7 @@ extension SplitQueue {
     public mutating func disableNotifications<Memory: GuestMemory>(memory: Memory) throws(VirtQueueError) {
         let rings = try ringsForAccess(memory)
         notificationsEnabled = false
-        if !configuration.features.contains(.eventIndex) {
+        if !eventIndexNegotiated {
             virtq_store_relaxed_u16(rings.used, UInt16(1).littleEndian)  // VIRTQ_USED_F_NO_NOTIFY
         }
     }
@@ -144,7 +144,7 @@ extension SplitQueue {
     public mutating func enableNotifications<Memory: GuestMemory>(memory: Memory) throws(VirtQueueError) -> Bool {
         let rings = try ringsForAccess(memory)
         notificationsEnabled = true
-        if configuration.features.contains(.eventIndex) {
+        if eventIndexNegotiated {
             virtq_store_relaxed_u16(rings.used + 4 + 8 * Int(configuration.size), nextAvail.littleEndian)
         } else {
             virtq_store_relaxed_u16(rings.used, 0)

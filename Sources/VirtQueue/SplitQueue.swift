@@ -59,6 +59,11 @@ public struct SplitQueue {
 
     @usableFromInline
     var rings: RingPointers?
+    /// The walk rules and EVENT_IDX, cached from `configuration` when the queue is activated.
+    @usableFromInline
+    var walker: ChainWalker
+    @usableFromInline
+    var eventIndexNegotiated = false
     @usableFromInline
     var cachedMappingID: UInt64 = 0
     /// Whether the device currently wants available-buffer notifications (kicks).
@@ -71,6 +76,7 @@ public struct SplitQueue {
     /// Makes a stopped queue with `configuration`; nothing is checked until ``activate(memory:)``.
     public init(configuration: QueueConfiguration) {
         self.configuration = configuration
+        walker = ChainWalker(configuration)
     }
 
     /// The queue size (number of descriptors).
@@ -100,6 +106,8 @@ public struct SplitQueue {
         if let failure { throw .needsReset(failure) }
         try configuration.validate()
         rings = try RingPointers(configuration: configuration, memory: memory)
+        walker = ChainWalker(configuration)
+        eventIndexNegotiated = configuration.features.contains(.eventIndex)
         cachedMappingID = memory.mappingID
         usedSinceNotificationCheck = 0
         isReady = true
