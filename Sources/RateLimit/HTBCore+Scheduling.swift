@@ -112,7 +112,7 @@ extension HTBCore {
                 let head = Int(p) * 8 + prio
                 // The parent is already active for this prio: it need not be activated again above.
                 if feedHead[head] != Self.none { mask &= ~(1 << UInt8(prio)) }
-                Self.listInsert(&links, &feedHead[head], s, prio)
+                Self.listInsert(&links, &feedHead[head], &nodes[Int(s)].resume, prio, s, prio)
             }
             nodes[Int(p)].prioActivity |= mask
             s = p
@@ -132,7 +132,7 @@ extension HTBCore {
                 let prio = m.trailingZeroBitCount
                 m &= m &- 1
                 let head = Int(p) * 8 + prio
-                Self.listRemove(&links, &feedHead[head], s, prio)
+                Self.listRemove(&links, &feedHead[head], &nodes[Int(s)].resume, prio, s, prio)
                 if feedHead[head] == Self.none { mask |= 1 << UInt8(prio) }
             }
             nodes[Int(p)].prioActivity &= ~mask
@@ -148,7 +148,7 @@ extension HTBCore {
         while m != 0 {
             let prio = m.trailingZeroBitCount
             m &= m &- 1
-            Self.listInsert(&links, &rowHead[level * 8 + prio], s, prio)
+            Self.listInsert(&links, &rowHead[level * 8 + prio], &nodes[Int(s)].resume, 8 + prio, s, prio)
             rowMask |= 1 << UInt64(level * 8 + prio)
         }
     }
@@ -160,31 +160,42 @@ extension HTBCore {
             let prio = m.trailingZeroBitCount
             m &= m &- 1
             let row = level * 8 + prio
-            Self.listRemove(&links, &rowHead[row], s, prio)
+            Self.listRemove(&links, &rowHead[row], &nodes[Int(s)].resume, 8 + prio, s, prio)
             if rowHead[row] == Self.none { rowMask &= ~(1 << UInt64(row)) }
         }
     }
 
-    /// Appends `s` at the tail (just before the round-robin pointer `head`).
-    static func listInsert(_ links: inout ContiguousArray<Int32>, _ head: inout Int32, _ s: Int32, _ prio: Int) {
+    /// Appends `s` at the tail (just before the round-robin pointer `head`); a class coming back to
+    /// the list it left mid-turn (`resume` bit set) goes there too but takes the pointer, resuming its turn.
+    static func listInsert(
+        _ links: inout ContiguousArray<Int32>, _ head: inout Int32, _ resume: inout UInt16, _ bit: Int, _ s: Int32,
+        _ prio: Int
+    ) {
         let me = Int(s) * 16 + prio * 2
+        let resuming = resume & (1 << UInt16(bit)) != 0
+        resume &= ~(1 << UInt16(bit))
         if head == none {
             links[me] = s
             links[me + 1] = s
             head = s
-            return
+        } else {
+            let h = Int(head) * 16 + prio * 2
+            let tail = links[h + 1]
+            links[Int(tail) * 16 + prio * 2] = s
+            links[me + 1] = tail
+            links[me] = head
+            links[h + 1] = s
+            if resuming { head = s }
         }
-        let h = Int(head) * 16 + prio * 2
-        let tail = links[h + 1]
-        links[Int(tail) * 16 + prio * 2] = s
-        links[me + 1] = tail
-        links[me] = head
-        links[h + 1] = s
     }
 
-    /// Unlinks `s`; a pointer at `s` moves to the next class (Linux remembers `last_ptr_id` for this).
-    static func listRemove(_ links: inout ContiguousArray<Int32>, _ head: inout Int32, _ s: Int32, _ prio: Int) {
+    /// Unlinks `s`; a pointer at `s` moves to the next class, and `s` notes that its turn was cut short.
+    static func listRemove(
+        _ links: inout ContiguousArray<Int32>, _ head: inout Int32, _ resume: inout UInt16, _ bit: Int, _ s: Int32,
+        _ prio: Int
+    ) {
         let me = Int(s) * 16 + prio * 2
+        if head == s { resume |= 1 << UInt16(bit) }
         let next = links[me]
         if next == s {
             head = none
@@ -334,11 +345,11 @@ extension HTBCore {
             let bytes = min(nodes[Int(leaf)].demand, maximumGrant, Int(nodes[Int(leaf)].quantum))
             // Deficit round robin at every list on the path (Linux does it in the leaf's list only).
             var x = rowHead[row]
-            Self.spend(&deficit, &rowHead[row], links, x, prio, bytes, nodes[Int(x)].quantum)
+            Self.spend(&deficit, Int(x) * 16 + 8 + prio, &rowHead[row], links, x, prio, bytes, nodes[Int(x)].quantum)
             while nodes[Int(x)].childCount > 0 {
                 let head = Int(x) * 8 + prio
                 let y = feedHead[head]
-                Self.spend(&deficit, &feedHead[head], links, y, prio, bytes, nodes[Int(y)].quantum)
+                Self.spend(&deficit, Int(y) * 16 + prio, &feedHead[head], links, y, prio, bytes, nodes[Int(y)].quantum)
                 x = y
             }
             nodes[Int(leaf)].demand -= bytes
@@ -358,6 +369,7 @@ extension HTBCore {
     /// enough quanta to be non-negative again and the pointer moves to the next class.
     static func spend(
         _ deficit: inout ContiguousArray<Int64>,
+        _ i: Int,
         _ head: inout Int32,
         _ links: ContiguousArray<Int32>,
         _ s: Int32,
@@ -365,7 +377,6 @@ extension HTBCore {
         _ bytes: Int,
         _ quantum: Int64
     ) {
-        let i = Int(s) * 8 + prio
         var d = deficit[i] - Int64(bytes)
         if d < 0 {
             d += ((-d + quantum - 1) / quantum) * quantum

@@ -48,6 +48,11 @@ struct HTBCore: Sendable {
         /// Scheduler demand in bytes (leaves only).
         var demand = 0
         var heapIndex: Int32 = HTBCore.none
+        /// Bit p (feed) or 8 + p (row): the class left that list while it was the round-robin pointer,
+        /// mid-turn. When it comes back it takes the pointer and finishes its turn. Without this a leaf
+        /// that flips between sending on its own rate and borrowing loses its borrowing turn at every
+        /// flip, and the shares of excess drift away from the quanta.
+        var resume: UInt16 = 0
         /// Bytes charged to the class (sent by it or its descendants).
         var sent: UInt64 = 0
     }
@@ -71,7 +76,9 @@ struct HTBCore: Sendable {
     var links: ContiguousArray<Int32> = []
     /// Head (the round-robin pointer) of inner class s's feed for prio p at `s·8 + p`.
     var feedHead: ContiguousArray<Int32> = []
-    /// DRR deficit of slot s in its list for prio p at `s·8 + p`.
+    /// DRR deficit of slot s for prio p: in its parent's feed at `s·16 + p`, in its row at `s·16 + 8 + p`
+    /// (Linux keeps a leaf's deficit per level, so sending on its own rate does not use up its turn
+    /// at borrowing).
     var deficit: ContiguousArray<Int64> = []
     /// Head of the row (self feed) for level l and prio p at `l·8 + p`.
     var rowHead = ContiguousArray<Int32>(repeating: HTBCore.none, count: 64)
@@ -151,7 +158,7 @@ struct HTBCore: Sendable {
             nodes.append(Node(configuration: c))
             links.append(contentsOf: repeatElement(Self.none, count: 16))
             feedHead.append(contentsOf: repeatElement(Self.none, count: 8))
-            deficit.append(contentsOf: repeatElement(0, count: 8))
+            deficit.append(contentsOf: repeatElement(0, count: 16))
         }
         var n = Node(configuration: c)
         n.generation = nodes[Int(s)].generation
@@ -168,7 +175,7 @@ struct HTBCore: Sendable {
         n.checkpoint = now
         n.quantum = Int64(c.quantum)
         nodes[Int(s)] = n
-        for p in 0..<8 { deficit[Int(s) * 8 + p] = 0 }
+        for p in 0..<16 { deficit[Int(s) * 16 + p] = 0 }
         slotByID[c.id] = s
         if parent != Self.none {
             if nodes[Int(parent)].childCount == 0 {
