@@ -302,7 +302,8 @@ extension HTBCore {
     /// The grant API: up to `min(bytes, maximumGrant)` bytes for `leaf` now, or nothing; and when not
     /// everything was granted, the time to ask again.
     @usableFromInline
-    mutating func request(_ bytes: Int, leaf: Int32, now: Int64) throws(RateLimitError) -> (granted: Int, retry: Int64) {
+    mutating func request(_ bytes: Int, leaf: Int32, now: Int64) throws(RateLimitError) -> (granted: Int, retry: Int64)
+    {
         guard nodes[Int(leaf)].childCount == 0 else { throw .notALeaf(nodes[Int(leaf)].configuration.id) }
         guard bytes > 0 else { return (0, now) }
         doEvents(now: now)

@@ -159,6 +159,8 @@ struct HTBCore: Sendable {
             links.append(contentsOf: repeatElement(Self.none, count: 16))
             feedHead.append(contentsOf: repeatElement(Self.none, count: 8))
             deficit.append(contentsOf: repeatElement(0, count: 16))
+            // The wait queue holds at most one entry per class: reserve now so decisions never allocate.
+            heap.reserveCapacity(nodes.count)
         }
         var n = Node(configuration: c)
         n.generation = nodes[Int(s)].generation

@@ -129,7 +129,9 @@ public struct HierarchicalTokenBucket<Instant: InstantProtocol>: Sendable where 
     /// earliest at which the leaf could send if no other class were charged meanwhile (it may be `now`
     /// after a partial grant; it is later than `now` after a denial).
     @inlinable
-    public mutating func request(_ bytes: Int, from leaf: HTBClass, at now: Instant) throws(RateLimitError) -> Grant<Instant> {
+    public mutating func request(_ bytes: Int, from leaf: HTBClass, at now: Instant) throws(RateLimitError) -> Grant<
+        Instant
+    > {
         let slot = try core.slot(of: leaf)
         let t = timeline.advance(to: now)
         let (granted, retry) = try core.request(bytes, leaf: slot, now: t)

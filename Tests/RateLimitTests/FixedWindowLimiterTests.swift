@@ -19,7 +19,8 @@ func ms(_ v: Int64) -> MInstant { MInstant(nanoseconds: v * 1_000_000) }
         #expect(throws: RateLimitError.maxBytesTooLarge(1 << 63, maximum: UInt64(Int64.max))) {
             try FixedWindowLimiter.qemu(maxBytes: 1 << 63, periodMilliseconds: 1000, origin: zero)
         }
-        #expect((try? FixedWindowLimiter.qemu(maxBytes: UInt64(Int64.max), periodMilliseconds: .max, origin: zero)) != nil)
+        #expect(
+            (try? FixedWindowLimiter.qemu(maxBytes: UInt64(Int64.max), periodMilliseconds: .max, origin: zero)) != nil)
     }
 
     @Test func vhostRejectsPeriodOutside1To65536AndEmptyShares() throws {
@@ -40,7 +41,8 @@ func ms(_ v: Int64) -> MInstant { MInstant(nanoseconds: v * 1_000_000) }
         }
         let defaults = try FixedWindowLimiter.vhostDeviceRNG(start: zero)
         #expect(defaults.maxBytes == .max && defaults.periodMilliseconds == 65_536)
-        let split = try FixedWindowLimiter.vhostDeviceRNG(maxBytes: 5000, periodMilliseconds: 1000, socketCount: 3, start: zero)
+        let split = try FixedWindowLimiter.vhostDeviceRNG(
+            maxBytes: 5000, periodMilliseconds: 1000, socketCount: 3, start: zero)
         #expect(split.maxBytes == 1666)
     }
 
@@ -68,12 +70,18 @@ func ms(_ v: Int64) -> MInstant { MInstant(nanoseconds: v * 1_000_000) }
         var limiter = try FixedWindowLimiter.vhostDeviceRNG(maxBytes: 512, periodMilliseconds: 1000, start: zero)
         #expect(limiter.request(512, at: MInstant(nanoseconds: 300_400_000)) == .granted(512))
         // 300.9 ms elapsed counts as 300 whole ms: the daemon sleeps 700 ms.
-        #expect(limiter.request(1, at: MInstant(nanoseconds: 300_900_000)) == .deniedUntil(MInstant(nanoseconds: 1_000_900_000)))
-        #expect(limiter.request(600, at: MInstant(nanoseconds: 1_000_900_000)) == .partial(512, retryAt: MInstant(nanoseconds: 2_000_900_000)))
+        #expect(
+            limiter.request(1, at: MInstant(nanoseconds: 300_900_000))
+                == .deniedUntil(MInstant(nanoseconds: 1_000_900_000)))
+        #expect(
+            limiter.request(600, at: MInstant(nanoseconds: 1_000_900_000))
+                == .partial(512, retryAt: MInstant(nanoseconds: 2_000_900_000)))
     }
 
     @Test(arguments: [FixedWindowLimiter<MInstant>.Semantics.qemu, .vhostDeviceRNG])
-    func greedyClientGetsExactlyMaxBytesPerPeriodOverThreeHours(semantics: FixedWindowLimiter<MInstant>.Semantics) throws {
+    func greedyClientGetsExactlyMaxBytesPerPeriodOverThreeHours(semantics: FixedWindowLimiter<MInstant>.Semantics)
+        throws
+    {
         var limiter =
             semantics == .qemu
             ? try FixedWindowLimiter.qemu(maxBytes: 1024, periodMilliseconds: 1000, origin: zero)

@@ -142,6 +142,8 @@ import Testing
         #expect(a.request(1, at: c) == .deniedUntil(c.advanced(by: .milliseconds(100))))
         let s = SuspendingClock().now
         var b = try TokenBucket(capacity: 10, refillPeriod: .seconds(1), start: s)
-        #expect(b.request(11, at: s.advanced(by: .seconds(2))) == .partial(10, retryAt: s.advanced(by: .milliseconds(2100))))
+        #expect(
+            b.request(11, at: s.advanced(by: .seconds(2))) == .partial(10, retryAt: s.advanced(by: .milliseconds(2100)))
+        )
     }
 }
