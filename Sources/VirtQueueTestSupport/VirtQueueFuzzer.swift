@@ -209,15 +209,7 @@ public enum VirtQueueFuzzer {
             case .resetAndActivate:
                 queue.reset()
                 let index = (try? memory.load(littleEndian: UInt16.self, at: configuration.usedRingAddress + 2)) ?? 0
-                do {
-                    try queue.setIndices(nextAvail: index, nextUsed: index)
-                    try queue.activate(memory: memory)
-                } catch {
-                    throw Violation(description: "reset queue failed to activate: \(error)")
-                }
-                usedAtActivation = index
-                usedAdded = 0
-                popped.removeAll(keepingCapacity: true)
+                try activate(startIndex: index)
             }
         }
 
