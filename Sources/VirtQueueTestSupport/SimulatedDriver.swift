@@ -1,3 +1,4 @@
+import CVirtQueueAtomics
 public import VirtQueue
 
 /// Where a simulated driver lays out a queue in guest memory.
@@ -61,6 +62,10 @@ public final class SimulatedDriver<Memory: GuestMemory> {
     /// The used index up to which the driver has consumed used elements.
     public private(set) var lastUsedIndex: UInt16
 
+    /// Host addresses of `avail.idx` and `used.idx`, which the driver publishes and reads with the
+    /// release/acquire ordering a guest on another CPU uses.
+    private let availIndexPointer: UnsafeMutableRawPointer
+    private let usedIndexPointer: UnsafeMutableRawPointer
     private var freeDescriptors: [UInt16]
     private var chainDescriptors: [UInt16: [UInt16]] = [:]
     private var arenaCursor: UInt64
@@ -75,6 +80,12 @@ public final class SimulatedDriver<Memory: GuestMemory> {
         freeDescriptors = (0..<layout.configuration.size).reversed()
         arenaCursor = layout.arena.lowerBound
         let c = layout.configuration
+        do {
+            availIndexPointer = try memory.hostPointer(at: c.availableRingAddress + 2, length: 2)
+            usedIndexPointer = try memory.hostPointer(at: c.usedRingAddress + 2, length: 2)
+        } catch {
+            throw .memory(error)
+        }
         try zero(c.descriptorTableAddress, c.descriptorTableLength)
         try zero(c.availableRingAddress, c.availableRingLength)
         try zero(c.usedRingAddress, c.usedRingLength)
@@ -166,7 +177,8 @@ public final class SimulatedDriver<Memory: GuestMemory> {
         let c = layout.configuration
         try store(head, at: c.availableRingAddress + 4 + 2 * UInt64(availIndex & (c.size - 1)))
         availIndex &+= 1
-        try store(availIndex, at: c.availableRingAddress + 2)
+        // Release: the device that acquires avail.idx sees the descriptors and the ring entry.
+        virtq_store_release_u16(availIndexPointer, availIndex.littleEndian)
     }
 
     // MARK: Used ring
@@ -174,7 +186,8 @@ public final class SimulatedDriver<Memory: GuestMemory> {
     /// Consumes the used elements the device published since the last call, recycling their descriptors.
     public func reclaimUsed() throws(SimulatedDriverError) -> [UsedElement] {
         let c = layout.configuration
-        let usedIndex: UInt16 = try load(at: c.usedRingAddress + 2)
+        // Acquire: the used elements and the bytes written into the buffers are visible after this.
+        let usedIndex = UInt16(littleEndian: virtq_load_acquire_u16(usedIndexPointer))
         var elements: [UsedElement] = []
         while lastUsedIndex != usedIndex {
             let slot = c.usedRingAddress + 4 + 8 * UInt64(lastUsedIndex & (c.size - 1))
@@ -251,7 +264,7 @@ public final class SimulatedDriver<Memory: GuestMemory> {
     /// Writes `avail.idx` verbatim, without touching the ring entries (a hostile jump).
     public func setAvailIndex(_ value: UInt16) throws(SimulatedDriverError) {
         availIndex = value
-        try store(value, at: layout.configuration.availableRingAddress + 2)
+        virtq_store_release_u16(availIndexPointer, value.littleEndian)
     }
 
     /// Reserves `length` bytes of the arena (16-byte aligned) and returns their guest address.
