@@ -12,17 +12,23 @@ extension HTBCore {
     ///   its event due.
     /// - Buckets stay within `[−mbuffer·rate, depth]`.
     func invariantViolation(now: Int64) -> String? {
-        var inRow = Set<Int>()
-        var inFeed = Set<Int>()
+        // Local copies: one retain each, where a debug build retains the arrays at every access
+        // through `self` (tests call this after every step).
+        let nodes = self.nodes
+        let links = self.links
+        let feedHead = self.feedHead
+        let feedLive = self.feedLive
+        let rowHead = self.rowHead
+        let rowLive = self.rowLive
+        let heap = self.heap
+        // Membership as flags at `slot·8 + prio`.
+        var inRow = [Bool](repeating: false, count: nodes.count * 8)
+        var inFeed = [Bool](repeating: false, count: nodes.count * 8)
         for row in 0..<64 {
             let prio = row & 7
-            var live = 0
-            let error = walk(rowHead[row], offset: prio * 4 + 2, into: &inRow, prio: prio) { s in
-                let n = nodes[Int(s)]
-                if n.level != row >> 3 { return "slot \(s) in the row of another level" }
-                if n.mode == .canSend && n.prioActivity & (1 << UInt8(prio)) != 0 { live += 1 }
-                return nil
-            }
+            let (error, live) = Self.walk(
+                nodes, links, rowHead[row], offset: prio * 4 + 2, prio: prio, into: &inRow, liveMode: .canSend,
+                level: row >> 3)
             if let error { return error }
             if rowLive[row] != live { return "row \(row) counts \(rowLive[row]) live members, has \(live)" }
             if (live > 0) != (rowMask & (1 << UInt64(row)) != 0) { return "rowMask bit \(row) wrong" }
@@ -38,13 +44,9 @@ extension HTBCore {
                     }
                     continue
                 }
-                var live = 0
-                let error = walk(feedHead[i * 8 + p], offset: p * 4, into: &inFeed, prio: p) { s in
-                    let c = nodes[Int(s)]
-                    if c.parent != Int32(i) { return "slot \(s) in a feed other than its parent's" }
-                    if c.mode == .mayBorrow && c.prioActivity & (1 << UInt8(p)) != 0 { live += 1 }
-                    return nil
-                }
+                let (error, live) = Self.walk(
+                    nodes, links, feedHead[i * 8 + p], offset: p * 4, prio: p, into: &inFeed, liveMode: .mayBorrow,
+                    parent: Int32(i))
                 if let error { return error }
                 if feedLive[i * 8 + p] != live { return "\(n.configuration.id): feed \(p) live count wrong" }
             }
@@ -66,8 +68,8 @@ extension HTBCore {
                 let active = n.prioActivity & (1 << UInt8(p)) != 0
                 let wantRow = active && n.mode == .canSend
                 let wantFeed = active && n.mode == .mayBorrow && n.parent != Self.none
-                if wantRow && !inRow.contains(i * 8 + p) { return "\(id): not in its row for prio \(p)" }
-                if wantFeed && !inFeed.contains(i * 8 + p) { return "\(id): not in its parent's feed for prio \(p)" }
+                if wantRow && !inRow[i * 8 + p] { return "\(id): not in its row for prio \(p)" }
+                if wantFeed && !inFeed[i * 8 + p] { return "\(id): not in its parent's feed for prio \(p)" }
                 if n.parent == Self.none && links[i * 32 + p * 4] != Self.none { return "\(id): root class in a feed" }
             }
             if (n.heapIndex != Self.none) != (n.mode != .canSend) { return "\(id): heap membership wrong" }
@@ -81,10 +83,10 @@ extension HTBCore {
         }
         for (i, n) in nodes.enumerated() where n.inUse {
             for p in 0..<8 {
-                if (links[i * 32 + p * 4] != Self.none) != inFeed.contains(i * 8 + p) {
+                if (links[i * 32 + p * 4] != Self.none) != inFeed[i * 8 + p] {
                     return "\(n.configuration.id): linked in no feed for prio \(p)"
                 }
-                if (links[i * 32 + p * 4 + 2] != Self.none) != inRow.contains(i * 8 + p) {
+                if (links[i * 32 + p * 4 + 2] != Self.none) != inRow[i * 8 + p] {
                     return "\(n.configuration.id): linked in no row for prio \(p)"
                 }
             }
@@ -97,25 +99,35 @@ extension HTBCore {
         return nil
     }
 
-    /// Walks the circular list starting at `head`, checking its links, recording each member as
-    /// `slot·8 + prio` and passing it to `check`.
-    private func walk(
-        _ head: Int32, offset: Int, into members: inout Set<Int>, prio: Int, _ check: (Int32) -> String?
-    ) -> String? {
-        guard head != Self.none else { return nil }
+    /// Walks the circular list starting at `head`, checking its links and that each member belongs
+    /// there (a row's `level`, a feed's `parent`), recording each as `slot·8 + prio`; returns the number
+    /// of live members (in `liveMode` and active for `prio`).
+    private static func walk(
+        _ nodes: ContiguousArray<Node>, _ links: ContiguousArray<Int32>, _ head: Int32, offset: Int, prio: Int,
+        into members: inout [Bool], liveMode: HTBMode, level: Int = -1,
+        parent: Int32 = HTBCore.none
+    ) -> (String?, Int32) {
+        var live: Int32 = 0
+        guard head != none else { return (nil, live) }
         var s = head
         var steps = 0
         repeat {
-            if !members.insert(Int(s) * 8 + prio).inserted { return "slot \(s) in two lists for prio \(prio)" }
-            if !nodes[Int(s)].inUse { return "free slot \(s) in a list" }
-            if let error = check(s) { return error }
-            let next = links[Int(s) * 32 + offset]
-            if links[Int(next) * 32 + offset + 1] != s { return "list links broken at slot \(s)" }
+            let i = Int(s)
+            if members[i * 8 + prio] { return ("slot \(s) in two lists for prio \(prio)", live) }
+            members[i * 8 + prio] = true
+            if !nodes[i].inUse { return ("free slot \(s) in a list", live) }
+            if level >= 0 && nodes[i].level != level { return ("slot \(s) in the row of another level", live) }
+            if parent != none && nodes[i].parent != parent {
+                return ("slot \(s) in a feed other than its parent's", live)
+            }
+            if nodes[i].mode == liveMode && nodes[i].prioActivity & (1 << UInt8(prio)) != 0 { live += 1 }
+            let next = links[i * 32 + offset]
+            if links[Int(next) * 32 + offset + 1] != s { return ("list links broken at slot \(s)", live) }
             s = next
             steps += 1
-            if steps > nodes.count { return "list for prio \(prio) does not close" }
+            if steps > nodes.count { return ("list for prio \(prio) does not close", live) }
         } while s != head
-        return nil
+        return (nil, live)
     }
 }
 

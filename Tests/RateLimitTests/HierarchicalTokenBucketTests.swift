@@ -332,7 +332,7 @@ func jain(_ xs: [Double]) -> Double {
         var htb = try HTB(classes: classes, start: zero, maximumGrant: grant)
         // Random demand: each leaf is either always backlogged or idle.
         let active = leaves.filter { _ in Int.random(in: 0..<4, using: &rng) != 0 }
-        let seconds: Int64 = 30
+        let seconds: Int64 = 20
         let served = try simulate(&htb, leaves: active, seconds: seconds, checkEvery: 3)
         let byID = Dictionary(uniqueKeysWithValues: classes.map { ($0.id, $0) })
         for c in classes {
