@@ -58,8 +58,11 @@ public struct FixedWindowLimiter<Instant: InstantProtocol>: Sendable where Insta
     ///
     /// Validated as QEMU validates it (period > 0, max-bytes < 2^63), and additionally max-bytes > 0:
     /// QEMU accepts 0 and then never answers the guest.
-    /// - Parameter origin: any instant not later than the first request (QEMU arms its first window
-    ///   at the first request, so this only anchors the limiter's internal time).
+    /// - Parameters:
+    ///   - maxBytes: QEMU `max-bytes`, the quota of one window (`1 ..< 2^63`).
+    ///   - periodMilliseconds: QEMU `period`, the length of a window in milliseconds (> 0).
+    ///   - origin: any instant not later than the first request (QEMU arms its first window at the
+    ///     first request, so this only anchors the limiter's internal time).
     public static func qemu(
         maxBytes: UInt64,
         periodMilliseconds: UInt32,

@@ -2,23 +2,53 @@ extension HTBCore {
     /// Checks the structural invariants; returns a description of the first one broken, or nil.
     ///
     /// - A leaf's `prioActivity` is `1 << prio` exactly when it has demand; an inner class's bit p is
-    ///   set exactly when its feed for p is non-empty.
-    /// - Class c is in row (level(c), p) iff it can send and bit p is active; in its parent's feed p
-    ///   iff it may borrow, has a parent and bit p is active; in no list otherwise.
-    /// - `rowMask` matches the non-empty rows; the heap is ordered, its indices are right, and it holds
-    ///   exactly the classes that are not `canSend`; a mode that differs from the buckets has its event due.
+    ///   set exactly when its feed for p has live members.
+    /// - Class c is live in row (level(c), p) iff it can send and bit p is active; live in its
+    ///   parent's feed p iff it may borrow, has a parent and bit p is active. A class linked in a list
+    ///   where it is not live is a ghost; every list holds only classes of its level (rows) or children
+    ///   of its owner (feeds), and its live count is right. Free slots are linked nowhere.
+    /// - `rowMask` matches the rows with live members; the heap is ordered, its indices are right, and
+    ///   it holds exactly the classes that are not `canSend`; a mode that differs from the buckets has
+    ///   its event due.
     /// - Buckets stay within `[−mbuffer·rate, depth]`.
     func invariantViolation(now: Int64) -> String? {
-        var inRow = Set<Int>()
-        var inFeed = Set<Int>()
+        // Local copies: one retain each, where a debug build retains the arrays at every access
+        // through `self` (tests call this after every step).
+        let nodes = self.nodes
+        let links = self.links
+        let feedHead = self.feedHead
+        let feedLive = self.feedLive
+        let rowHead = self.rowHead
+        let rowLive = self.rowLive
+        let heap = self.heap
+        // Membership as flags at `slot·8 + prio`.
+        var inRow = [Bool](repeating: false, count: nodes.count * 8)
+        var inFeed = [Bool](repeating: false, count: nodes.count * 8)
         for row in 0..<64 {
-            let nonEmpty = rowHead[row] != Self.none
-            if nonEmpty != (rowMask & (1 << UInt64(row)) != 0) { return "rowMask bit \(row) wrong" }
-            if let error = walk(rowHead[row], prio: row & 7, into: &inRow) { return error }
+            let prio = row & 7
+            let (error, live) = Self.walk(
+                nodes, links, rowHead[row], offset: prio * 4 + 2, prio: prio, into: &inRow, liveMode: .canSend,
+                level: row >> 3)
+            if let error { return error }
+            if rowLive[row] != live { return "row \(row) counts \(rowLive[row]) live members, has \(live)" }
+            if (live > 0) != (rowMask & (1 << UInt64(row)) != 0) { return "rowMask bit \(row) wrong" }
         }
-        for (i, n) in nodes.enumerated() where n.inUse {
+        for (i, n) in nodes.enumerated() {
             for p in 0..<8 {
-                if let error = walk(feedHead[i * 8 + p], prio: p, into: &inFeed) { return error }
+                guard n.inUse else {
+                    if feedHead[i * 8 + p] != Self.none || feedLive[i * 8 + p] != 0 {
+                        return "free slot \(i) has a feed"
+                    }
+                    if links[i * 32 + p * 4] != Self.none || links[i * 32 + p * 4 + 2] != Self.none {
+                        return "free slot \(i) is linked"
+                    }
+                    continue
+                }
+                let (error, live) = Self.walk(
+                    nodes, links, feedHead[i * 8 + p], offset: p * 4, prio: p, into: &inFeed, liveMode: .mayBorrow,
+                    parent: Int32(i))
+                if let error { return error }
+                if feedLive[i * 8 + p] != live { return "\(n.configuration.id): feed \(p) live count wrong" }
             }
         }
         var backlogged = 0
@@ -30,7 +60,7 @@ extension HTBCore {
                 if n.prioActivity != expected { return "\(id): leaf activity \(n.prioActivity) ≠ \(expected)" }
             } else {
                 if n.demand != 0 { return "\(id): inner class with demand" }
-                for p in 0..<8 where (n.prioActivity & (1 << UInt8(p)) != 0) != (feedHead[i * 8 + p] != Self.none) {
+                for p in 0..<8 where (n.prioActivity & (1 << UInt8(p)) != 0) != (feedLive[i * 8 + p] != 0) {
                     return "\(id): activity bit \(p) disagrees with its feed"
                 }
             }
@@ -38,11 +68,9 @@ extension HTBCore {
                 let active = n.prioActivity & (1 << UInt8(p)) != 0
                 let wantRow = active && n.mode == .canSend
                 let wantFeed = active && n.mode == .mayBorrow && n.parent != Self.none
-                if inRow.contains(i * 8 + p) != wantRow { return "\(id): row membership for prio \(p) wrong" }
-                if inFeed.contains(i * 8 + p) != wantFeed { return "\(id): feed membership for prio \(p) wrong" }
-                if wantFeed && !isMember(Int32(i), of: feedHead[Int(n.parent) * 8 + p], prio: p) {
-                    return "\(id): in a feed other than its parent's"
-                }
+                if wantRow && !inRow[i * 8 + p] { return "\(id): not in its row for prio \(p)" }
+                if wantFeed && !inFeed[i * 8 + p] { return "\(id): not in its parent's feed for prio \(p)" }
+                if n.parent == Self.none && links[i * 32 + p * 4] != Self.none { return "\(id): root class in a feed" }
             }
             if (n.heapIndex != Self.none) != (n.mode != .canSend) { return "\(id): heap membership wrong" }
             let (fresh, _) = classMode(Int32(i), diff: now - n.checkpoint)
@@ -53,6 +81,16 @@ extension HTBCore {
             if n.tokens < -Int128(Self.mbuffer) * Int128(n.rate) { return "\(id): rate debt beyond mbuffer" }
             if n.ctokens < -Int128(Self.mbuffer) * Int128(n.ceil) { return "\(id): ceil debt beyond mbuffer" }
         }
+        for (i, n) in nodes.enumerated() where n.inUse {
+            for p in 0..<8 {
+                if (links[i * 32 + p * 4] != Self.none) != inFeed[i * 8 + p] {
+                    return "\(n.configuration.id): linked in no feed for prio \(p)"
+                }
+                if (links[i * 32 + p * 4 + 2] != Self.none) != inRow[i * 8 + p] {
+                    return "\(n.configuration.id): linked in no row for prio \(p)"
+                }
+            }
+        }
         if backlogged != backloggedLeaves { return "backlogged count \(backloggedLeaves) ≠ \(backlogged)" }
         for (i, e) in heap.enumerated() {
             if nodes[Int(e.slot)].heapIndex != Int32(i) { return "heap index of slot \(e.slot) wrong" }
@@ -61,29 +99,35 @@ extension HTBCore {
         return nil
     }
 
-    private func walk(_ head: Int32, prio: Int, into members: inout Set<Int>) -> String? {
-        guard head != Self.none else { return nil }
+    /// Walks the circular list starting at `head`, checking its links and that each member belongs
+    /// there (a row's `level`, a feed's `parent`), recording each as `slot·8 + prio`; returns the number
+    /// of live members (in `liveMode` and active for `prio`).
+    private static func walk(
+        _ nodes: ContiguousArray<Node>, _ links: ContiguousArray<Int32>, _ head: Int32, offset: Int, prio: Int,
+        into members: inout [Bool], liveMode: HTBMode, level: Int = -1,
+        parent: Int32 = HTBCore.none
+    ) -> (String?, Int32) {
+        var live: Int32 = 0
+        guard head != none else { return (nil, live) }
         var s = head
         var steps = 0
         repeat {
-            if !members.insert(Int(s) * 8 + prio).inserted { return "slot \(s) in two lists for prio \(prio)" }
-            let next = links[Int(s) * 16 + prio * 2]
-            if links[Int(next) * 16 + prio * 2 + 1] != s { return "list links broken at slot \(s)" }
+            let i = Int(s)
+            if members[i * 8 + prio] { return ("slot \(s) in two lists for prio \(prio)", live) }
+            members[i * 8 + prio] = true
+            if !nodes[i].inUse { return ("free slot \(s) in a list", live) }
+            if level >= 0 && nodes[i].level != level { return ("slot \(s) in the row of another level", live) }
+            if parent != none && nodes[i].parent != parent {
+                return ("slot \(s) in a feed other than its parent's", live)
+            }
+            if nodes[i].mode == liveMode && nodes[i].prioActivity & (1 << UInt8(prio)) != 0 { live += 1 }
+            let next = links[i * 32 + offset]
+            if links[Int(next) * 32 + offset + 1] != s { return ("list links broken at slot \(s)", live) }
             s = next
             steps += 1
-            if steps > nodes.count { return "list for prio \(prio) does not close" }
+            if steps > nodes.count { return ("list for prio \(prio) does not close", live) }
         } while s != head
-        return nil
-    }
-
-    private func isMember(_ s: Int32, of head: Int32, prio: Int) -> Bool {
-        guard head != Self.none else { return false }
-        var x = head
-        repeat {
-            if x == s { return true }
-            x = links[Int(x) * 16 + prio * 2]
-        } while x != head
-        return false
+        return (nil, live)
     }
 }
 

@@ -109,10 +109,10 @@ extension HTBCore {
             while m != 0 {
                 let prio = m.trailingZeroBitCount
                 m &= m &- 1
-                let head = Int(p) * 8 + prio
+                let feed = Int(p) * 8 + prio
                 // The parent is already active for this prio: it need not be activated again above.
-                if feedHead[head] != Self.none { mask &= ~(1 << UInt8(prio)) }
-                Self.listInsert(&links, &feedHead[head], &nodes[Int(s)].resume, prio, s, prio)
+                if feedLive[feed] != 0 { mask &= ~(1 << UInt8(prio)) }
+                Self.join(&links, &feedHead[feed], &feedLive[feed], s, prio * 4)
             }
             nodes[Int(p)].prioActivity |= mask
             s = p
@@ -131,9 +131,9 @@ extension HTBCore {
             while m != 0 {
                 let prio = m.trailingZeroBitCount
                 m &= m &- 1
-                let head = Int(p) * 8 + prio
-                Self.listRemove(&links, &feedHead[head], &nodes[Int(s)].resume, prio, s, prio)
-                if feedHead[head] == Self.none { mask |= 1 << UInt8(prio) }
+                let feed = Int(p) * 8 + prio
+                feedLive[feed] -= 1
+                if feedLive[feed] == 0 { mask |= 1 << UInt8(prio) }
             }
             nodes[Int(p)].prioActivity &= ~mask
             s = p
@@ -148,8 +148,9 @@ extension HTBCore {
         while m != 0 {
             let prio = m.trailingZeroBitCount
             m &= m &- 1
-            Self.listInsert(&links, &rowHead[level * 8 + prio], &nodes[Int(s)].resume, 8 + prio, s, prio)
-            rowMask |= 1 << UInt64(level * 8 + prio)
+            let row = level * 8 + prio
+            Self.join(&links, &rowHead[row], &rowLive[row], s, prio * 4 + 2)
+            rowMask |= 1 << UInt64(row)
         }
     }
 
@@ -160,53 +161,69 @@ extension HTBCore {
             let prio = m.trailingZeroBitCount
             m &= m &- 1
             let row = level * 8 + prio
-            Self.listRemove(&links, &rowHead[row], &nodes[Int(s)].resume, 8 + prio, s, prio)
-            if rowHead[row] == Self.none { rowMask &= ~(1 << UInt64(row)) }
+            rowLive[row] -= 1
+            if rowLive[row] == 0 { rowMask &= ~(1 << UInt64(row)) }
         }
     }
 
-    /// Appends `s` at the tail (just before the round-robin pointer `head`); a class coming back to
-    /// the list it left mid-turn (`resume` bit set) goes there too but takes the pointer, resuming its turn.
-    static func listInsert(
-        _ links: inout ContiguousArray<Int32>, _ head: inout Int32, _ resume: inout UInt16, _ bit: Int, _ s: Int32,
-        _ prio: Int
+    /// Makes `s` a live member of a list (`offset` selects the list kind and prio in `links`). A ghost
+    /// of `s` still linked there comes back to life in its place; otherwise `s` goes at the tail, just
+    /// before the round-robin pointer `head`, last in the current round.
+    static func join(
+        _ links: inout ContiguousArray<Int32>, _ head: inout Int32, _ live: inout Int32, _ s: Int32, _ offset: Int
     ) {
-        let me = Int(s) * 16 + prio * 2
-        let resuming = resume & (1 << UInt16(bit)) != 0
-        resume &= ~(1 << UInt16(bit))
+        live += 1
+        let me = Int(s) * 32 + offset
+        if links[me] != none { return }
         if head == none {
             links[me] = s
             links[me + 1] = s
             head = s
         } else {
-            let h = Int(head) * 16 + prio * 2
+            let h = Int(head) * 32 + offset
             let tail = links[h + 1]
-            links[Int(tail) * 16 + prio * 2] = s
+            links[Int(tail) * 32 + offset] = s
             links[me + 1] = tail
             links[me] = head
             links[h + 1] = s
-            if resuming { head = s }
         }
     }
 
-    /// Unlinks `s`; a pointer at `s` moves to the next class, and `s` notes that its turn was cut short.
-    static func listRemove(
-        _ links: inout ContiguousArray<Int32>, _ head: inout Int32, _ resume: inout UInt16, _ bit: Int, _ s: Int32,
-        _ prio: Int
-    ) {
-        let me = Int(s) * 16 + prio * 2
-        if head == s { resume |= 1 << UInt16(bit) }
+    /// Unlinks `s` (a ghost); a pointer at `s` moves to the next class.
+    static func unlink(_ links: inout ContiguousArray<Int32>, _ head: inout Int32, _ s: Int32, _ offset: Int) {
+        let me = Int(s) * 32 + offset
         let next = links[me]
         if next == s {
             head = none
         } else {
             let prev = links[me + 1]
-            links[Int(prev) * 16 + prio * 2] = next
-            links[Int(next) * 16 + prio * 2 + 1] = prev
+            links[Int(prev) * 32 + offset] = next
+            links[Int(next) * 32 + offset + 1] = prev
             if head == s { head = next }
         }
         links[me] = none
         links[me + 1] = none
+    }
+
+    /// The live class at the pointer of row `row` (which has live members), after unlinking the
+    /// ghosts the pointer meets: their turn has come while they were away.
+    mutating func rowPointer(_ row: Int) -> Int32 {
+        let bit: UInt8 = 1 << UInt8(row & 7)
+        while true {
+            let s = rowHead[row]
+            if nodes[Int(s)].mode == .canSend && nodes[Int(s)].prioActivity & bit != 0 { return s }
+            Self.unlink(&links, &rowHead[row], s, (row & 7) * 4 + 2)
+        }
+    }
+
+    /// The live class at the pointer of feed `feed` (which has live members), after unlinking ghosts.
+    mutating func feedPointer(_ feed: Int) -> Int32 {
+        let bit: UInt8 = 1 << UInt8(feed & 7)
+        while true {
+            let s = feedHead[feed]
+            if nodes[Int(s)].mode == .mayBorrow && nodes[Int(s)].prioActivity & bit != 0 { return s }
+            Self.unlink(&links, &feedHead[feed], s, (feed & 7) * 4)
+        }
     }
 
     // MARK: Wait queue (indexed binary min-heap on the mode-change time)
@@ -340,17 +357,21 @@ extension HTBCore {
             let row = rowMask.trailingZeroBitCount
             let level = row >> 3
             let prio = row & 7
-            var s = rowHead[row]
-            while nodes[Int(s)].childCount > 0 { s = feedHead[Int(s) * 8 + prio] }
+            var s = rowPointer(row)
+            while nodes[Int(s)].childCount > 0 { s = feedPointer(Int(s) * 8 + prio) }
             let leaf = s
             let bytes = min(nodes[Int(leaf)].demand, maximumGrant, Int(nodes[Int(leaf)].quantum))
-            // Deficit round robin at every list on the path (Linux does it in the leaf's list only).
+            // Deficit round robin at every list on the path (Linux does it in the leaf's list only), so
+            // the bytes lent at this level are shared by quantum among the siblings of each class on
+            // the path. The pointers were made live above.
             var x = rowHead[row]
-            Self.spend(&deficit, Int(x) * 16 + 8 + prio, &rowHead[row], links, x, prio, bytes, nodes[Int(x)].quantum)
+            Self.spend(
+                &deficit[Int(x) * 16 + 8 + prio], &rowHead[row], links, x, prio * 4 + 2, bytes, nodes[Int(x)].quantum)
             while nodes[Int(x)].childCount > 0 {
-                let head = Int(x) * 8 + prio
-                let y = feedHead[head]
-                Self.spend(&deficit, Int(y) * 16 + prio, &feedHead[head], links, y, prio, bytes, nodes[Int(y)].quantum)
+                let feed = Int(x) * 8 + prio
+                let y = feedHead[feed]
+                Self.spend(
+                    &deficit[Int(y) * 16 + prio], &feedHead[feed], links, y, prio * 4, bytes, nodes[Int(y)].quantum)
                 x = y
             }
             nodes[Int(leaf)].demand -= bytes
@@ -369,20 +390,19 @@ extension HTBCore {
     /// DRR: `s` (the list's current pointer) spent `bytes`; when its deficit goes negative it gets
     /// enough quanta to be non-negative again and the pointer moves to the next class.
     static func spend(
-        _ deficit: inout ContiguousArray<Int64>,
-        _ i: Int,
+        _ deficit: inout Int64,
         _ head: inout Int32,
         _ links: ContiguousArray<Int32>,
         _ s: Int32,
-        _ prio: Int,
+        _ offset: Int,
         _ bytes: Int,
         _ quantum: Int64
     ) {
-        var d = deficit[i] - Int64(bytes)
+        var d = deficit - Int64(bytes)
         if d < 0 {
             d += ((-d + quantum - 1) / quantum) * quantum
-            if head == s { head = links[Int(s) * 16 + prio * 2] }
+            head = links[Int(s) * 32 + offset]
         }
-        deficit[i] = d
+        deficit = d
     }
 }

@@ -6,6 +6,15 @@
 /// per-priority round-robin lists are intrusive circular doubly linked lists in `links`, and the
 /// wait queue is an indexed binary min-heap.
 ///
+/// Round-robin lists keep their order. A class that leaves a row or feed (it changed mode, or ran out
+/// of demand) stays linked where it was, as a *ghost*: only the count of live members goes down. If
+/// it comes back before the round-robin pointer reaches it, it is live again in its old place; if the
+/// pointer reaches it first, it is unlinked there and its turn is lost, as it was away when it could
+/// have sent. Linux gets the same order from its rb-trees sorted by class id and its `last_ptr_id`.
+/// Leaves flip between sending on their own rate and borrowing all the time; re-inserting them at
+/// the tail would push them behind siblings that already had their turn, and the shares of borrowed
+/// bandwidth would drift away from the quanta.
+///
 /// Token units: a bucket holds *nanobytes* (10⁻⁹ byte) in an `Int128`. In `e` ns a class earns
 /// `e · rate` nanobytes (rate in B/s) and sending `n` bytes costs `n · 10⁹`. This is Linux's
 /// time-denominated bucket (`tokens` in ns, `L2T(rate, bytes)`) multiplied by `rate`, so every
@@ -48,11 +57,6 @@ struct HTBCore: Sendable {
         /// Scheduler demand in bytes (leaves only).
         var demand = 0
         var heapIndex: Int32 = HTBCore.none
-        /// Bit p (feed) or 8 + p (row): the class left that list while it was the round-robin pointer,
-        /// mid-turn. When it comes back it takes the pointer and finishes its turn. Without this a leaf
-        /// that flips between sending on its own rate and borrowing loses its borrowing turn at every
-        /// flip, and the shares of excess drift away from the quanta.
-        var resume: UInt16 = 0
         /// Bytes charged to the class (sent by it or its descendants).
         var sent: UInt64 = 0
     }
@@ -72,17 +76,22 @@ struct HTBCore: Sendable {
 
     @usableFromInline let maximumGrant: Int
     var nodes: ContiguousArray<Node> = []
-    /// For slot s and prio p: next at `s·16 + 2p`, previous at `s·16 + 2p + 1`; −1 when not in a list.
+    /// For slot s and prio p, in its parent's feed: next at `s·32 + 4p`, previous at `s·32 + 4p + 1`;
+    /// in its row: next at `s·32 + 4p + 2`, previous at `s·32 + 4p + 3`; −1 when not linked.
     var links: ContiguousArray<Int32> = []
-    /// Head (the round-robin pointer) of inner class s's feed for prio p at `s·8 + p`.
+    /// Head (the round-robin pointer) of inner class s's feed for prio p at `s·8 + p`; it may be a ghost.
     var feedHead: ContiguousArray<Int32> = []
+    /// Live (non-ghost) members of that feed.
+    var feedLive: ContiguousArray<Int32> = []
     /// DRR deficit of slot s for prio p: in its parent's feed at `s·16 + p`, in its row at `s·16 + 8 + p`
     /// (Linux keeps a leaf's deficit per level, so sending on its own rate does not use up its turn
     /// at borrowing).
     var deficit: ContiguousArray<Int64> = []
-    /// Head of the row (self feed) for level l and prio p at `l·8 + p`.
+    /// Head of the row (self feed) for level l and prio p at `l·8 + p`; it may be a ghost.
     var rowHead = ContiguousArray<Int32>(repeating: HTBCore.none, count: 64)
-    /// Bit `l·8 + p` set iff that row is non-empty; the lowest set bit is served first.
+    /// Live (non-ghost) members of that row.
+    var rowLive = ContiguousArray<Int32>(repeating: 0, count: 64)
+    /// Bit `l·8 + p` set iff that row has live members; the lowest set bit is served first.
     var rowMask: UInt64 = 0
     var heap: ContiguousArray<HeapEntry> = []
     var freeSlots: [Int32] = []
@@ -156,8 +165,9 @@ struct HTBCore: Sendable {
         } else {
             s = Int32(nodes.count)
             nodes.append(Node(configuration: c))
-            links.append(contentsOf: repeatElement(Self.none, count: 16))
+            links.append(contentsOf: repeatElement(Self.none, count: 32))
             feedHead.append(contentsOf: repeatElement(Self.none, count: 8))
+            feedLive.append(contentsOf: repeatElement(0, count: 8))
             deficit.append(contentsOf: repeatElement(0, count: 16))
             // The wait queue holds at most one entry per class: reserve now so decisions never allocate.
             heap.reserveCapacity(nodes.count)
@@ -183,6 +193,7 @@ struct HTBCore: Sendable {
             if nodes[Int(parent)].childCount == 0 {
                 // A leaf becomes an inner class (Linux drops its queue): its demand goes.
                 dropDemand(parent)
+                unlinkGhost(parent)
                 nodes[Int(parent)].level = Self.maximumDepth - nodes[Int(parent)].depth
             }
             nodes[Int(parent)].childCount += 1
@@ -195,6 +206,7 @@ struct HTBCore: Sendable {
         guard let s = slotByID[id] else { throw .unknownClass(id) }
         guard nodes[Int(s)].childCount == 0 else { throw .classHasChildren(id) }
         dropDemand(s)
+        unlinkGhost(s)
         if nodes[Int(s)].heapIndex != Self.none { heapRemove(s) }
         let parent = nodes[Int(s)].parent
         if parent != Self.none {
@@ -202,6 +214,7 @@ struct HTBCore: Sendable {
             if nodes[Int(parent)].childCount == 0 {
                 // Linux htb_parent_to_leaf: full buckets, CAN_SEND, out of the wait queue.
                 if nodes[Int(parent)].heapIndex != Self.none { heapRemove(parent) }
+                unlinkGhost(parent)
                 nodes[Int(parent)].level = 0
                 nodes[Int(parent)].tokens = nodes[Int(parent)].buffer
                 nodes[Int(parent)].ctokens = nodes[Int(parent)].cbuffer
@@ -215,6 +228,21 @@ struct HTBCore: Sendable {
         nodes[Int(s)].generation &+= 1
         nodes[Int(s)].parent = Self.none
         freeSlots.append(s)
+    }
+
+    /// Unlinks `s`, which is live in no list, from the row of its level and its parent's feed where it
+    /// stayed as a ghost: before it is removed or changes level.
+    mutating func unlinkGhost(_ s: Int32) {
+        let level = nodes[Int(s)].level
+        let parent = nodes[Int(s)].parent
+        for p in 0..<8 {
+            if links[Int(s) * 32 + p * 4] != Self.none {
+                Self.unlink(&links, &feedHead[Int(parent) * 8 + p], s, p * 4)
+            }
+            if links[Int(s) * 32 + p * 4 + 2] != Self.none {
+                Self.unlink(&links, &rowHead[level * 8 + p], s, p * 4 + 2)
+            }
+        }
     }
 
     /// Forgets a leaf's demand and takes it out of the rows and feeds.
