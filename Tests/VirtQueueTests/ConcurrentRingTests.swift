@@ -1,4 +1,4 @@
-import Dispatch
+import Foundation
 import Testing
 import VirtQueue
 import VirtQueueTestSupport
@@ -14,17 +14,20 @@ import VirtQueueTestSupport
         let layout = RingLayout(size: 64, base: 0x100_0000, end: 0x100_0000 + (1 << 20), features: features)
         let driver = try SimulatedDriver(memory: memory, layout: layout)
         let queue = try driver.makeQueue()
+        // A dedicated thread, not a dispatch queue: the test runner's pool is as wide as the machine has
+        // cores, and a spinning device block waiting for a pool thread could wait forever.
+        let deadline = ContinuousClock.now + .seconds(60)
         let done = DispatchSemaphore(value: 0)
-        let device = DeviceThread(queue: queue, memory: memory, total: total)
-        DispatchQueue.global().async {
+        let device = DeviceThread(queue: queue, memory: memory, total: total, deadline: deadline)
+        Thread {
             device.run()
             done.signal()
-        }
+        }.start()
         var posted = 0
         var received = 0
         var corrupt = 0
         var buffer = [UInt8](repeating: 0, count: 64)
-        while received < total {
+        while received < total, ContinuousClock.now < deadline {
             while posted < total, posted - received < 48 {
                 try driver.postRNGBuffer()
                 posted += 1
@@ -54,19 +57,21 @@ final class DeviceThread: @unchecked Sendable {
     var queue: SplitQueue
     let memory: BufferGuestMemory
     let total: Int
+    let deadline: ContinuousClock.Instant
     var served = 0
     var failure: VirtQueueError?
 
-    init(queue: SplitQueue, memory: BufferGuestMemory, total: Int) {
+    init(queue: SplitQueue, memory: BufferGuestMemory, total: Int, deadline: ContinuousClock.Instant) {
         self.queue = queue
         self.memory = memory
         self.total = total
+        self.deadline = deadline
     }
 
     func run() {
         let chain = DescriptorChain()
         do {
-            while served < total {
+            while served < total, ContinuousClock.now < deadline {
                 repeat {
                     try queue.disableNotifications(memory: memory)
                     while try queue.popChain(into: chain, memory: memory) {
