@@ -128,8 +128,9 @@ public struct ContinuousHealthTests: Sendable {
                     if b == last {
                         run += 1
                         if run >= cutoff {
+                            // Restart the count so the next block is judged on its own run.
                             lastByte = b
-                            repetitions = run
+                            repetitions = 1
                             return .repetitionCount(value: b, count: run, cutoff: cutoff)
                         }
                     } else {
@@ -146,7 +147,7 @@ public struct ContinuousHealthTests: Sendable {
                 run += 1
                 if run >= cutoff {
                     lastByte = b
-                    repetitions = run
+                    repetitions = 1
                     return .repetitionCount(value: b, count: run, cutoff: cutoff)
                 }
             } else {
@@ -205,7 +206,8 @@ public enum HealthTestFailure: Hashable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .repetitionCount(let value, let count, let cutoff):
-            return "repetition count test: byte 0x\(String(value, radix: 16)) repeated \(count) times (cutoff \(cutoff))"
+            return
+                "repetition count test: byte 0x\(String(value, radix: 16)) repeated \(count) times (cutoff \(cutoff))"
         case .adaptiveProportion(let value, let count, let cutoff):
             return
                 "adaptive proportion test: byte 0x\(String(value, radix: 16)) occurred \(count) times in a 512-byte window (cutoff \(cutoff))"

@@ -49,15 +49,33 @@ extension EntropySource {
     /// must not keep them should wipe the buffer.
     @inlinable
     public mutating func fillAll(_ buffer: UnsafeMutableRawBufferPointer) throws(EntropySourceError) {
-        var done = 0
-        while done < buffer.count {
-            let n = try fill(UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
-            // A conforming source writes at least one byte into a non-empty buffer; guard against
-            // one that does not rather than spin forever.
-            guard n > 0, n <= buffer.count - done else {
-                throw EntropySourceError.contractViolation(source: name, returned: n, requested: buffer.count - done)
-            }
-            done += n
+        try fillAllLoop(&self, buffer)
+    }
+}
+
+/// The loop behind both `fillAll` overloads.
+@inlinable
+func fillAllLoop<Source: EntropySource>(
+    _ source: inout Source, _ buffer: UnsafeMutableRawBufferPointer
+) throws(EntropySourceError) {
+    var done = 0
+    while done < buffer.count {
+        let n = try source.fill(UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+        // A conforming source writes at least one byte into a non-empty buffer; guard against one
+        // that does not rather than spin forever.
+        guard n > 0, n <= buffer.count - done else {
+            throw EntropySourceError.contractViolation(source: source.name, returned: n, requested: buffer.count - done)
         }
+        done += n
+    }
+}
+
+extension EntropySource where Self: AnyObject {
+    /// Calls ``fill(_:)`` until `buffer` is full; for class sources (a pool, a monitor, a file), so
+    /// a `let` reference can call it.
+    @inlinable
+    public func fillAll(_ buffer: UnsafeMutableRawBufferPointer) throws(EntropySourceError) {
+        var this = self
+        try fillAllLoop(&this, buffer)
     }
 }

@@ -138,22 +138,22 @@ struct Tally {
 
     mutating func count(_ block: UnsafeRawBufferPointer, tables: FIPSTables) {
         tables.codes.withUnsafeBufferPointer { codes in
-        withUnsafeMutableBytes(of: &bytes.storage) { rawBytes in
-            withUnsafeMutableBytes(of: &pairs.storage) { rawPairs in
-                let byteCounts = rawBytes.baseAddress!.assumingMemoryBound(to: UInt16.self)
-                let pairCounts = rawPairs.baseAddress!.assumingMemoryBound(to: UInt16.self)
-                let p = block.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                var previousTail = Int(codes[Int(p[0])] & 0xF0)
-                byteCounts[Int(p[0])] &+= 1
-                for i in 1..<block.count {
-                    let b = Int(p[i])
-                    byteCounts[b] &+= 1
-                    let code = Int(codes[b])
-                    pairCounts[previousTail | (code & 0x0F)] &+= 1
-                    previousTail = code & 0xF0
+            withUnsafeMutableBytes(of: &bytes.storage) { rawBytes in
+                withUnsafeMutableBytes(of: &pairs.storage) { rawPairs in
+                    let byteCounts = rawBytes.baseAddress!.assumingMemoryBound(to: UInt16.self)
+                    let pairCounts = rawPairs.baseAddress!.assumingMemoryBound(to: UInt16.self)
+                    let p = block.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                    var previousTail = Int(codes[Int(p[0])] & 0xF0)
+                    byteCounts[Int(p[0])] &+= 1
+                    for i in 1..<block.count {
+                        let b = Int(p[i])
+                        byteCounts[b] &+= 1
+                        let code = Int(codes[b])
+                        pairCounts[previousTail | (code & 0x0F)] &+= 1
+                        previousTail = code & 0xF0
+                    }
                 }
             }
-        }
         }
     }
 
@@ -164,13 +164,17 @@ struct Tally {
         withUnsafeBytes(of: bytes.storage) { raw in
             let counts = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
             for b in 0..<256 where counts[b] != 0 {
-                acc &+= SIMD16<UInt32>(repeating: UInt32(counts[b])) &* SIMD16<UInt32>(truncatingIfNeeded: tables.byteWindows[b])
+                acc &+=
+                    SIMD16<UInt32>(repeating: UInt32(counts[b]))
+                    &* SIMD16<UInt32>(truncatingIfNeeded: tables.byteWindows[b])
             }
         }
         withUnsafeBytes(of: pairs.storage) { raw in
             let counts = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
             for i in 0..<256 where counts[i] != 0 {
-                acc &+= SIMD16<UInt32>(repeating: UInt32(counts[i])) &* SIMD16<UInt32>(truncatingIfNeeded: tables.pairWindows[i])
+                acc &+=
+                    SIMD16<UInt32>(repeating: UInt32(counts[i]))
+                    &* SIMD16<UInt32>(truncatingIfNeeded: tables.pairWindows[i])
             }
         }
         return acc

@@ -39,7 +39,8 @@ public final class HardwareRNGSource: EntropySource, @unchecked Sendable {
 
     init(devicePath: String, sysfsDirectory: String, calls: SystemCalls) throws(EntropySourceError) {
         let current = Self.readAttribute(sysfsDirectory + "/rng_current")
-        let available = Self.readAttribute(sysfsDirectory + "/rng_available")
+        let available =
+            Self.readAttribute(sysfsDirectory + "/rng_available")
             .map { $0.split(separator: " ").map(String.init) } ?? []
         if current == "none" {
             throw .noHardwareRNG(path: devicePath, available: available)

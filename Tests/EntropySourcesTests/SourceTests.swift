@@ -1,6 +1,6 @@
+import EntropySourcesTestSupport
 import Foundation
 import Synchronization
-import EntropySourcesTestSupport
 import Testing
 
 @testable import EntropySources
@@ -17,7 +17,9 @@ final class SyscallScript: @unchecked Sendable {
             open: { _, _ in openResult },
             read: { _, buffer in
                 let n = self.next()
-                if n > 0 { buffer.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0xAB, count: min(n, buffer.count)) }
+                if n > 0 {
+                    buffer.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0xAB, count: min(n, buffer.count))
+                }
                 return n
             },
             close: { _ in },
@@ -25,7 +27,9 @@ final class SyscallScript: @unchecked Sendable {
             pathStatus: { _ in status },
             getrandom: { buffer, _ in
                 let n = self.next()
-                if n > 0 { buffer.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0xCD, count: min(n, buffer.count)) }
+                if n > 0 {
+                    buffer.baseAddress!.initializeMemory(as: UInt8.self, repeating: 0xCD, count: min(n, buffer.count))
+                }
                 return n
             })
     }
@@ -115,7 +119,8 @@ func temporaryFile(_ bytes: [UInt8]) -> String {
         }
         #expect(throws: EntropySourceError.permissionDenied(path: "/srv/data", rootOnly: false)) {
             _ = try FileSource(
-                path: "/srv/data", nonBlocking: false, calls: script.calls(openResult: -EACCES, status: (0o100644, 1000))
+                path: "/srv/data", nonBlocking: false,
+                calls: script.calls(openResult: -EACCES, status: (0o100644, 1000))
             )
         }
         let message = EntropySourceError.permissionDenied(path: "/dev/hwrng", rootOnly: true).description
@@ -123,7 +128,9 @@ func temporaryFile(_ bytes: [UInt8]) -> String {
     }
 
     @Test func shortReadsEINTRAndErrors() throws {
-        let script = SyscallScript([-Int(EINTR), 3, -Int(EINTR), -Int(EINTR), 1, -Int(EAGAIN), -Int(EIO), -Int(ENODEV), 0])
+        let script = SyscallScript([
+            -Int(EINTR), 3, -Int(EINTR), -Int(EINTR), 1, -Int(EAGAIN), -Int(EIO), -Int(ENODEV), 0,
+        ])
         let source = try FileSource(path: "/fake", nonBlocking: false, calls: script.calls())
         var bytes = [UInt8](repeating: 0, count: 16)
         #expect(try bytes.withUnsafeMutableBytes { try source.fill($0) } == 3)
