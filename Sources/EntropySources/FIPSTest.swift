@@ -161,20 +161,24 @@ struct Tally {
     /// 1...7 ones.
     func windows(tables: FIPSTables) -> SIMD16<UInt32> {
         var acc = SIMD16<UInt32>.zero
-        withUnsafeBytes(of: bytes.storage) { raw in
-            let counts = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
-            for b in 0..<256 where counts[b] != 0 {
-                acc &+=
-                    SIMD16<UInt32>(repeating: UInt32(counts[b]))
-                    &* SIMD16<UInt32>(truncatingIfNeeded: tables.byteWindows[b])
+        tables.byteWindows.withUnsafeBufferPointer { byteWindows in
+            withUnsafeBytes(of: bytes.storage) { raw in
+                let counts = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
+                for b in 0..<256 where counts[b] != 0 {
+                    acc &+=
+                        SIMD16<UInt32>(repeating: UInt32(counts[b]))
+                        &* SIMD16<UInt32>(truncatingIfNeeded: byteWindows[b])
+                }
             }
         }
-        withUnsafeBytes(of: pairs.storage) { raw in
-            let counts = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
-            for i in 0..<256 where counts[i] != 0 {
-                acc &+=
-                    SIMD16<UInt32>(repeating: UInt32(counts[i]))
-                    &* SIMD16<UInt32>(truncatingIfNeeded: tables.pairWindows[i])
+        tables.pairWindows.withUnsafeBufferPointer { pairWindows in
+            withUnsafeBytes(of: pairs.storage) { raw in
+                let counts = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
+                for i in 0..<256 where counts[i] != 0 {
+                    acc &+=
+                        SIMD16<UInt32>(repeating: UInt32(counts[i]))
+                        &* SIMD16<UInt32>(truncatingIfNeeded: pairWindows[i])
+                }
             }
         }
         return acc
@@ -241,27 +245,27 @@ struct Tally {
         return failures
     }
 
-    /// The longest run of equal bits in the block, byte by byte (runs longer than 8 bits cross whole
-    /// bytes equal to 0x00 or 0xFF).
+    /// The longest run of equal bits in the block that touches a byte boundary, byte by byte with
+    /// the leading/trailing run codes (runs inside one byte are at most 6 bits, far below 26).
     static func longestRun(_ block: UnsafeRawBufferPointer) -> Int {
-        var longest = 0
-        var bit = -1
-        var length = 0
-        for byte in block {
-            var b = byte
-            for _ in 0..<8 {
-                let current = Int(b >> 7)
-                if current == bit {
-                    length += 1
-                } else {
-                    bit = current
-                    length = 1
-                }
+        FIPSTables.shared.codes.withUnsafeBufferPointer { codes in
+            var longest = 0
+            var bit = -1
+            var length = 0
+            for byte in block {
+                let code = Int(codes[Int(byte)])
+                let msb = (code >> 3) & 1
+                let leading = (code & 7) + 1
+                length = msb == bit ? length + leading : leading
+                bit = msb
                 longest = max(longest, length)
-                b <<= 1
+                if leading < 8 {
+                    bit = code >> 7
+                    length = ((code >> 4) & 7) + 1
+                }
             }
+            return longest
         }
-        return longest
     }
 }
 
