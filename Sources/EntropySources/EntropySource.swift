@@ -12,7 +12,7 @@
 ///   "no data right now" on a non-blocking descriptor is ``EntropySourceError/wouldBlock(source:)``.
 ///   An empty buffer returns 0 without touching the source.
 /// - A source may write fewer bytes than asked (a FIFO, a character device); use
-///   ``fillAll(_:)`` to loop until the buffer is full.
+///   ``fillAll(_:)-6uakr`` to loop until the buffer is full.
 /// - Bytes past the returned count are unspecified; a source must not report bytes it did not
 ///   obtain from its generator.
 ///
