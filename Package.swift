@@ -27,6 +27,7 @@ let package = Package(
         // can drive a queue from the driver side or run a limiter on a manual clock.
         .library(name: "VirtQueueTestSupport", targets: ["VirtQueueTestSupport"]),
         .library(name: "RateLimitTestSupport", targets: ["RateLimitTestSupport"]),
+        .library(name: "EntropySourcesTestSupport", targets: ["EntropySourcesTestSupport"]),
         .executable(name: "virtrng-sim", targets: ["virtrng-sim"]),
         .executable(name: "egd-client", targets: ["egd-client"]),
     ],
@@ -38,12 +39,14 @@ let package = Package(
     targets: [
         // MARK: C shims (our own; no system libraries)
         .target(name: "CVirtQueueAtomics"),
+        // getrandom(2) and RDRAND/RDSEED/CPUID, which `import Glibc` does not reach (see TOOLCHAIN.md).
+        .target(name: "CEntropyShims"),
 
         // MARK: Libraries
         .target(name: "VirtQueue", dependencies: ["CVirtQueueAtomics"], swiftSettings: strictSettings),
         .target(name: "EGDCodec", swiftSettings: strictSettings),
         .target(name: "RateLimit", swiftSettings: strictSettings),
-        .target(name: "EntropySources", swiftSettings: strictSettings),
+        .target(name: "EntropySources", dependencies: ["CEntropyShims"], swiftSettings: strictSettings),
         .target(
             name: "VirtRNGCore",
             dependencies: ["VirtQueue", "EGDCodec", "RateLimit", "EntropySources"],
@@ -53,6 +56,8 @@ let package = Package(
         // MARK: Test support (driver-side simulation, fuzz harnesses, manual clocks)
         .target(name: "VirtQueueTestSupport", dependencies: ["VirtQueue"], swiftSettings: strictSettings),
         .target(name: "RateLimitTestSupport", dependencies: ["RateLimit"], swiftSettings: strictSettings),
+        .target(
+            name: "EntropySourcesTestSupport", dependencies: ["EntropySources"], swiftSettings: strictSettings),
 
         // MARK: Executables (thin: parse flags, wire, run)
         .executableTarget(
@@ -78,6 +83,11 @@ let package = Package(
         .testTarget(
             name: "VirtQueueTests",
             dependencies: ["VirtQueue", "VirtQueueTestSupport"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "EntropySourcesTests",
+            dependencies: ["EntropySources", "EntropySourcesTestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(name: "EGDCodecTests", dependencies: ["EGDCodec"], swiftSettings: strictSettings),

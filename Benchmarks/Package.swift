@@ -43,6 +43,14 @@ let package = Package(
             ]
         ),
         benchmarkTarget("RateLimitBenchmarks", [.product(name: "RateLimit", package: rootIdentity)]),
+        benchmarkTarget(
+            "EntropySourcesBenchmarks",
+            [
+                "CBaselines",
+                .product(name: "EntropySources", package: rootIdentity),
+                .product(name: "EntropySourcesTestSupport", package: rootIdentity),
+            ]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,218 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The SP 800-90B §4.4 continuous health tests over byte samples: the Repetition Count Test (RCT)
+/// and the Adaptive Proportion Test (APT), with cutoffs derived from the claimed min-entropy.
+///
+/// With H the claimed min-entropy per byte and α = 2^−n the false-positive probability:
+///
+/// - RCT (§4.4.1): fail when one byte value repeats C times in a row,
+///   **C = 1 + ⌈n / H⌉** (H = 8, n = 20: C = 4; H = 1: C = 21).
+/// - APT (§4.4.2): in each window of W = 512 bytes (non-binary samples), fail when the window's first
+///   byte occurs C times, **C = 2 + CRITBINOM(W − 1, 2^−H, 1 − α)**, the smallest c with
+///   P(X ≥ c − 1) ≤ α for X ~ Binomial(W − 1, 2^−H) (SP 800-90B public comment 10b's correction,
+///   as jitterentropy uses; NIST's own formula is at most one lower). Capped at W.
+///   H = 8, n = 20: C = 14; H = 4: 63; H = 1: 311 (../shared/PROTOCOLS.md §6.2).
+///
+/// α is the probability that one test instance (a run starting at a given byte, one window) fails
+/// on data with the claimed entropy. Over many bytes the alarms add up: with H = 8 and n = 20 a
+/// full-entropy stream trips the RCT about once per 2^24 bytes (16 MiB). That is why
+/// ``HealthMonitor`` discards the failing block and marks the source failed only after several
+/// failing blocks in a row; raise n (up to 60) to make single alarms rarer.
+public struct ContinuousHealthTests: Sendable {
+    /// The APT window for non-binary (byte) samples.
+    public static let adaptiveProportionWindow = 512
+
+    /// Claimed min-entropy per byte, 0 < H ≤ 8.
+    public let minEntropyPerByte: Double
+    /// n in α = 2^−n.
+    public let falsePositiveExponent: Int
+    /// The RCT cutoff C.
+    public let repetitionCutoff: Int
+    /// The APT cutoff C.
+    public let adaptiveProportionCutoff: Int
+
+    // RCT state: the last byte and how many times in a row it has occurred.
+    var lastByte: UInt8 = 0
+    var repetitions = 0
+    // APT state: position in the window, the window's first byte, and its count so far.
+    var windowPosition = 0
+    var windowValue: UInt8 = 0
+    var windowCount = 0
+
+    /// Tests for a source claiming `minEntropyPerByte` bits per byte with α = 2^−`falsePositiveExponent`.
+    ///
+    /// - Throws: ``EntropySourceError/invalidParameter(name:value:)`` unless 0 < H ≤ 8 and
+    ///   20 ≤ n ≤ 60 (SP 800-90B recommends 2^−20 ≥ α ≥ 2^−40; beyond 60 the cutoffs stop changing
+    ///   at useful entropies).
+    public init(minEntropyPerByte: Double = 8, falsePositiveExponent: Int = 20) throws(EntropySourceError) {
+        guard minEntropyPerByte > 0, minEntropyPerByte <= 8 else {
+            throw .invalidParameter(name: "minEntropyPerByte (millibits)", value: Int(minEntropyPerByte * 1000))
+        }
+        guard (20...60).contains(falsePositiveExponent) else {
+            throw .invalidParameter(name: "falsePositiveExponent", value: falsePositiveExponent)
+        }
+        self.minEntropyPerByte = minEntropyPerByte
+        self.falsePositiveExponent = falsePositiveExponent
+        self.repetitionCutoff = Self.repetitionCutoff(minEntropy: minEntropyPerByte, exponent: falsePositiveExponent)
+        self.adaptiveProportionCutoff = Self.adaptiveProportionCutoff(
+            minEntropy: minEntropyPerByte, exponent: falsePositiveExponent, window: Self.adaptiveProportionWindow)
+    }
+
+    /// C = 1 + ⌈n / H⌉ (SP 800-90B §4.4.1).
+    public static func repetitionCutoff(minEntropy h: Double, exponent n: Int) -> Int {
+        1 + Int((Double(n) / h).rounded(.up))
+    }
+
+    /// C = 2 + CRITBINOM(W − 1, 2^−H, 1 − 2^−n), capped at W (SP 800-90B §4.4.2, corrected form).
+    ///
+    /// The upper tail P(X > k) is summed from k = W − 1 downwards in log space (`lgamma`), as
+    /// ../shared/PROTOCOLS.md §6.2 describes; CRITBINOM is the smallest k with P(X > k) ≤ α.
+    public static func adaptiveProportionCutoff(minEntropy h: Double, exponent n: Int, window: Int) -> Int {
+        let trials = window - 1
+        let p = exp2(-h)
+        let alpha = exp2(-Double(n))
+        func logPMF(_ j: Int) -> Double {
+            let t = Double(trials)
+            let jd = Double(j)
+            let logChoose = lgamma(t + 1) - lgamma(jd + 1) - lgamma(t - jd + 1)
+            let tailTerm = p < 1 ? (t - jd) * log1p(-p) : (j == trials ? 0 : -.infinity)
+            return logChoose + jd * log(p) + tailTerm
+        }
+        // tail = P(X > k); start with k = trials (tail 0) and walk down while the tail stays ≤ α.
+        var tail = 0.0
+        var k = trials
+        while k > 0 {
+            let next = tail + exp(logPMF(k))  // P(X > k − 1)
+            if next > alpha { break }
+            tail = next
+            k -= 1
+        }
+        return min(window, 2 + k)
+    }
+
+    /// Runs both tests over `bytes`, carrying state across calls; returns the first failure.
+    public mutating func test(_ bytes: UnsafeRawBufferPointer) -> HealthTestFailure? {
+        if let failure = repetitionCount(bytes) { return failure }
+        return adaptiveProportion(bytes)
+    }
+
+    /// RCT over `bytes`. Eight bytes at a time, the chunk is checked for any byte equal to its
+    /// predecessor (SWAR zero-byte test on `x ^ (x << 8 | last)`); only chunks with such a pair are
+    /// walked byte by byte, so random data costs a few operations per 8 bytes.
+    mutating func repetitionCount(_ bytes: UnsafeRawBufferPointer) -> HealthTestFailure? {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return nil }
+        var last = lastByte
+        var run = repetitions
+        let cutoff = repetitionCutoff
+        var i = 0
+        if run == 0 {
+            // First byte ever.
+            last = base.load(as: UInt8.self)
+            run = 1
+            i = 1
+        }
+        let lows: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        while i + 8 <= bytes.count {
+            let x = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+            let predecessors = (x << 8) | UInt64(last)
+            let z = x ^ predecessors
+            if (z &- lows) & ~z & highs == 0 {
+                run = 1
+                last = UInt8(truncatingIfNeeded: x >> 56)
+            } else {
+                for k in 0..<8 {
+                    let b = UInt8(truncatingIfNeeded: x >> (8 * UInt64(k)))
+                    if b == last {
+                        run += 1
+                        if run >= cutoff {
+                            // Restart the count so the next block is judged on its own run.
+                            lastByte = b
+                            repetitions = 1
+                            return .repetitionCount(value: b, count: run, cutoff: cutoff)
+                        }
+                    } else {
+                        last = b
+                        run = 1
+                    }
+                }
+            }
+            i += 8
+        }
+        while i < bytes.count {
+            let b = base.load(fromByteOffset: i, as: UInt8.self)
+            if b == last {
+                run += 1
+                if run >= cutoff {
+                    lastByte = b
+                    repetitions = 1
+                    return .repetitionCount(value: b, count: run, cutoff: cutoff)
+                }
+            } else {
+                last = b
+                run = 1
+            }
+            i += 1
+        }
+        lastByte = last
+        repetitions = run
+        return nil
+    }
+
+    /// APT over `bytes`: windows of 512 bytes, continued across calls.
+    mutating func adaptiveProportion(_ bytes: UnsafeRawBufferPointer) -> HealthTestFailure? {
+        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return nil }
+        let window = Self.adaptiveProportionWindow
+        let cutoff = adaptiveProportionCutoff
+        var i = 0
+        while i < bytes.count {
+            if windowPosition == 0 {
+                windowValue = base[i]
+                windowCount = 1
+                windowPosition = 1
+                i += 1
+                continue
+            }
+            let end = min(bytes.count, i + (window - windowPosition))
+            let value = windowValue
+            var count = 0
+            for j in i..<end where base[j] == value { count += 1 }
+            windowCount += count
+            windowPosition += end - i
+            i = end
+            if windowCount >= cutoff {
+                let failure = HealthTestFailure.adaptiveProportion(value: value, count: windowCount, cutoff: cutoff)
+                windowPosition = 0
+                return failure
+            }
+            if windowPosition == window { windowPosition = 0 }
+        }
+        return nil
+    }
+}
+
+/// Why a ``HealthMonitor`` rejected a block or failed its source.
+public enum HealthTestFailure: Hashable, Sendable, CustomStringConvertible {
+    /// SP 800-90B RCT: `value` occurred `count` times in a row; the cutoff is `cutoff`.
+    case repetitionCount(value: UInt8, count: Int, cutoff: Int)
+    /// SP 800-90B APT: a 512-byte window's first byte, `value`, occurred `count` times (cutoff `cutoff`).
+    case adaptiveProportion(value: UInt8, count: Int, cutoff: Int)
+    /// FIPS 140-2 block tests failed.
+    case fips(FIPSFailures)
+
+    /// One line naming the test and its numbers.
+    public var description: String {
+        switch self {
+        case .repetitionCount(let value, let count, let cutoff):
+            return
+                "repetition count test: byte 0x\(String(value, radix: 16)) repeated \(count) times (cutoff \(cutoff))"
+        case .adaptiveProportion(let value, let count, let cutoff):
+            return
+                "adaptive proportion test: byte 0x\(String(value, radix: 16)) occurred \(count) times in a 512-byte window (cutoff \(cutoff))"
+        case .fips(let failures):
+            return "FIPS 140-2 block tests failed: \(failures)"
+        }
+    }
+}
