@@ -1,0 +1,7 @@
+import EGDCodecTestSupport
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzEGDClient(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
+    EGDFuzzHarness.fuzzClient(UnsafeRawBufferPointer(start: data, count: size))
+    return 0
+}
