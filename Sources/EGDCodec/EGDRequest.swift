@@ -1,7 +1,7 @@
 /// One EGD request, as a client sends it and a server decodes it.
 ///
 /// Counts and lengths are bytes on the wire, so a value of this type is always encodable; the
-/// checked factories (``read(count:blocking:)``, ``writeEntropy(bits:data:)``) turn out-of-range
+/// checked factories (``read(count:blocking:)``, ``write(bits:data:)``) turn out-of-range
 /// `Int`s into ``EGDEncodingError``s. Byte layouts: <doc:ByteLayouts>.
 public enum EGDRequest: Sendable, Hashable {
     /// `00`: how many bits of entropy does the server hold?
@@ -52,7 +52,7 @@ public enum EGDRequest: Sendable, Hashable {
     /// - Throws: ``EGDEncodingError/entropyEstimateOutOfRange(_:)`` unless `0 ≤ bits ≤ 65535`,
     ///   ``EGDEncodingError/payloadTooLong(count:)`` when `data` exceeds 255 bytes.
     @inlinable
-    public static func writeEntropy(bits: Int, data: some Collection<UInt8>) throws(EGDEncodingError) -> EGDRequest {
+    public static func write(bits: Int, data: some Collection<UInt8>) throws(EGDEncodingError) -> EGDRequest {
         guard let estimate = UInt16(exactly: bits) else { throw .entropyEstimateOutOfRange(bits) }
         return .writeEntropy(bits: estimate, data: try EGDPayload(data))
     }
