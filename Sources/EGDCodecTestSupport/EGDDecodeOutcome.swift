@@ -64,8 +64,108 @@ public enum EGDStreamSplitter {
     }
 }
 
+/// How to cut a stream into reads, generated on the fly (no array of slices is built).
+public enum EGDChunking: Sendable, Hashable {
+    /// The whole stream in one read.
+    case whole
+    /// Two reads, cut before `at`.
+    case cut(at: Int)
+    /// Reads of `size` bytes (at least 1).
+    case fixed(size: Int)
+    /// Reads of pseudo-random sizes in `1...maximum`, reproducible from `seed`.
+    case random(maximum: Int, seed: UInt64)
+
+    /// Calls `body` with each successive slice of `stream`; stops early when `body` returns false.
+    @inlinable
+    public func forEachChunk(of stream: [UInt8], _ body: (ArraySlice<UInt8>) -> Bool) {
+        switch self {
+        case .whole:
+            _ = body(stream[...])
+        case .cut(let point):
+            let point = Swift.min(Swift.max(point, 0), stream.count)
+            if body(stream[..<point]) { _ = body(stream[point...]) }
+        case .fixed(let size):
+            precondition(size >= 1, "chunk size must be at least 1")
+            var start = 0
+            repeat {
+                let end = Swift.min(start + size, stream.count)
+                guard body(stream[start..<end]) else { return }
+                start = end
+            } while start < stream.count
+        case .random(let maximum, let seed):
+            var generator = SplitMix64(seed: seed)
+            var start = 0
+            repeat {
+                let end = Swift.min(start + 1 + Int(generator.next() % UInt64(Swift.max(maximum, 1))), stream.count)
+                guard body(stream[start..<end]) else { return }
+                start = end
+            } while start < stream.count
+        }
+    }
+}
+
 /// Feeds chunked streams to the decoders and collects what they produce.
 public enum EGDDripFeed {
+    /// Decodes a client's stream cut into reads by `chunking`.
+    public static func decodeRequests(
+        _ stream: [UInt8],
+        chunking: EGDChunking,
+        configuration: EGDRequestDecoder.Configuration = .init()
+    ) -> EGDDecodeOutcome<EGDRequest> {
+        var decoder = EGDRequestDecoder(configuration: configuration)
+        var messages: [EGDRequest] = []
+        var failure: EGDDecodingError?
+        chunking.forEachChunk(of: stream) { chunk in
+            var input = chunk
+            do throws(EGDDecodingError) {
+                while let request = try decoder.decode(&input) { messages.append(request) }
+            } catch {
+                failure = error
+                return false
+            }
+            if !input.isEmpty { fatalError("EGDRequestDecoder returned nil with \(input.count) bytes unconsumed") }
+            return true
+        }
+        if let failure { return EGDDecodeOutcome(messages: messages, error: failure, streamOffset: decoder.streamOffset) }
+        var finishError: EGDDecodingError?
+        do { try decoder.finish() } catch { finishError = error }
+        return EGDDecodeOutcome(messages: messages, finishError: finishError, streamOffset: decoder.streamOffset)
+    }
+
+    /// Decodes a server's stream answering `requests`, cut into reads by `chunking`.
+    public static func decodeResponses(
+        _ stream: [UInt8],
+        chunking: EGDChunking,
+        answering requests: [EGDRequest]
+    ) -> EGDDecodeOutcome<EGDResponse> {
+        var decoder = EGDResponseDecoder()
+        for request in requests {
+            do { try decoder.expectResponse(to: request) } catch {
+                fatalError("decodeResponses: \(error) (pass at most 256 requests that expect answers)")
+            }
+        }
+        var messages: [EGDResponse] = []
+        var failure: EGDDecodingError?
+        func feed(_ chunk: ArraySlice<UInt8>) -> Bool {
+            var input = chunk
+            do throws(EGDDecodingError) {
+                while let response = try decoder.decode(&input) { messages.append(response) }
+            } catch {
+                failure = error
+                return false
+            }
+            if !input.isEmpty { fatalError("EGDResponseDecoder returned nil with \(input.count) bytes unconsumed") }
+            return true
+        }
+        chunking.forEachChunk(of: stream, feed)
+        // A final empty read drains answers that need no bytes (blocking reads of 0).
+        if failure == nil { _ = feed([]) }
+        if let failure { return EGDDecodeOutcome(messages: messages, error: failure, streamOffset: decoder.streamOffset) }
+        var finishError: EGDDecodingError?
+        do { try decoder.finish() } catch { finishError = error }
+        return EGDDecodeOutcome(messages: messages, finishError: finishError, streamOffset: decoder.streamOffset)
+    }
+
     /// Decodes a client's stream, given as the slices that successive reads returned.
     public static func decodeRequests(
         _ chunks: [ArraySlice<UInt8>],
@@ -75,7 +175,7 @@ public enum EGDDripFeed {
         var messages: [EGDRequest] = []
         for chunk in chunks {
             var input = chunk
-            do {
+            do throws(EGDDecodingError) {
                 while let request = try decoder.decode(&input) { messages.append(request) }
             } catch {
                 return EGDDecodeOutcome(messages: messages, error: error, streamOffset: decoder.streamOffset)

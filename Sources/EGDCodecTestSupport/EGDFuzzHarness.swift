@@ -6,7 +6,7 @@ public import EGDCodec
 /// Server input: `[configuration] [split seed] stream…`. The configuration byte's low 5 bits are
 /// the accepted commands, bit 5 turns off the overstated-entropy check.
 ///
-/// Client input: `[n] [split seed] n × [kind, count] stream…`: `n` requests (kind modulo 5 is the
+/// Client input: `[n] [split seed] n × [kind, count] stream…`: `n & 15` requests (kind modulo 5 is the
 /// command, count is `NN` for reads and the data length for writes), then the server's stream.
 public enum EGDFuzzHarness {
     /// Runs the server-side (request decoder) properties on one fuzz input.
@@ -25,7 +25,7 @@ public enum EGDFuzzHarness {
     /// Runs the client-side (response decoder) properties on one fuzz input.
     public static func fuzzClient(_ data: UnsafeRawBufferPointer) {
         guard data.count >= 2 else { return }
-        let requestCount = Int(data[0])
+        let requestCount = Int(data[0] & 0x0F)
         let seed = UInt64(data[1])
         var requests: [EGDRequest] = []
         var index = 2
@@ -45,9 +45,9 @@ public enum EGDFuzzHarness {
         configuration: EGDRequestDecoder.Configuration = .init(),
         seed: UInt64
     ) {
-        let whole = EGDDripFeed.decodeRequests([stream[...]], configuration: configuration)
-        for chunks in splits(of: stream, seed: seed) {
-            let split = EGDDripFeed.decodeRequests(chunks, configuration: configuration)
+        let whole = EGDDripFeed.decodeRequests(stream, chunking: .whole, configuration: configuration)
+        for chunking in splits(of: stream, seed: seed) {
+            let split = EGDDripFeed.decodeRequests(stream, chunking: chunking, configuration: configuration)
             check(split == whole, "split request decode differs: \(split) vs one-shot \(whole), stream \(stream)")
         }
         var reencoded: [UInt8] = []
@@ -62,9 +62,9 @@ public enum EGDFuzzHarness {
 
     /// Properties of the response decoder on an arbitrary stream answering `requests`.
     public static func checkClientStream(_ stream: [UInt8], answering requests: [EGDRequest], seed: UInt64) {
-        let whole = EGDDripFeed.decodeResponses([stream[...]], answering: requests)
-        for chunks in splits(of: stream, seed: seed) {
-            let split = EGDDripFeed.decodeResponses(chunks, answering: requests)
+        let whole = EGDDripFeed.decodeResponses(stream, chunking: .whole, answering: requests)
+        for chunking in splits(of: stream, seed: seed) {
+            let split = EGDDripFeed.decodeResponses(stream, chunking: chunking, answering: requests)
             check(split == whole, "split response decode differs: \(split) vs one-shot \(whole)")
         }
         var reencoded: [UInt8] = []
@@ -95,7 +95,7 @@ public enum EGDFuzzHarness {
     public static func checkRequestRoundTrip(_ material: [UInt8], seed: UInt64) {
         var requests: [EGDRequest] = []
         var index = 0
-        while index + 1 < material.count && requests.count < 64 {
+        while index + 1 < material.count && requests.count < 12 {
             let next = request(kind: material[index], count: material[index + 1], filler: material[index])
             // Keep estimates honest so the default configuration accepts every write.
             if case .writeEntropy(_, let data) = next {
@@ -107,8 +107,8 @@ public enum EGDFuzzHarness {
         }
         let stream = encodeAll(requests)
         let expected = EGDDecodeOutcome(messages: requests, streamOffset: UInt64(stream.count))
-        for chunks in [[stream[...]]] + splits(of: stream, seed: seed) {
-            let outcome = EGDDripFeed.decodeRequests(chunks)
+        for chunking in [EGDChunking.random(maximum: 1 + Int(seed % 64), seed: seed)] {
+            let outcome = EGDDripFeed.decodeRequests(stream, chunking: chunking)
             check(outcome == expected, "request round trip failed: \(outcome) vs \(expected)")
         }
     }
@@ -135,8 +135,8 @@ public enum EGDFuzzHarness {
         }
         let stream = encodeAll(responses)
         let expected = EGDDecodeOutcome(messages: responses, streamOffset: UInt64(stream.count))
-        for chunks in [[stream[...]]] + splits(of: stream, seed: seed) {
-            let outcome = EGDDripFeed.decodeResponses(chunks, answering: requests)
+        for chunking in [EGDChunking.random(maximum: 1 + Int(seed % 64), seed: seed)] {
+            let outcome = EGDDripFeed.decodeResponses(stream, chunking: chunking, answering: requests)
             check(outcome == expected, "response round trip failed: \(outcome) vs \(expected)")
         }
     }
@@ -202,12 +202,10 @@ public enum EGDFuzzHarness {
 
     /// The splits every property is checked against: random sizes from the seed, a single cut
     /// at a seed-chosen point, and byte-by-byte for short streams.
-    static func splits(of stream: [UInt8], seed: UInt64) -> [[ArraySlice<UInt8>]] {
-        var result = [EGDStreamSplitter.split(stream, randomSizesUpTo: 1 + Int(seed % 17) * 16, seed: seed)]
-        if stream.count > 1 {
-            result.append(EGDStreamSplitter.split(stream, at: [1 + Int(seed) % (stream.count - 1)]))
-        }
-        if stream.count <= 1024 { result.append(EGDStreamSplitter.split(stream, chunkSize: 1)) }
+    static func splits(of stream: [UInt8], seed: UInt64) -> [EGDChunking] {
+        var result = [EGDChunking.random(maximum: 1 + Int(seed % 17) * 16, seed: seed)]
+        if stream.count > 1 { result.append(.cut(at: 1 + Int(seed) % (stream.count - 1))) }
+        if stream.count <= 64 { result.append(.fixed(size: 1)) }
         return result
     }
 

@@ -17,7 +17,7 @@ public enum EGDFuzzSeeds {
         ("truncated-write", [0x1F, 0x09, 0x03, 0x00, 0x08, 0x04, 0x01, 0x02]),
     ]
 
-    /// Seeds for `FuzzEGDClient`: `[n] [split seed] n × [kind, count] stream…`.
+    /// Seeds for `FuzzEGDClient`: `[n] [split seed] (n & 15) × [kind, count] stream…`.
     public static let client: [(name: String, bytes: [UInt8])] = [
         ("blocking-64", [0x01, 0x07, 0x02, 0x40] + Array(0..<64)),
         ("blocking-1000-in-4", [0x04, 0x03, 0x02, 0xFF, 0x02, 0xFF, 0x02, 0xFF, 0x02, 0xEB] + Array(repeating: 0xA5, count: 1000)),
