@@ -46,9 +46,9 @@ public struct EGDReadPlan: Sequence, IteratorProtocol, Sendable, Hashable {
     /// - Throws: ``EGDEncodingError/bufferTooSmall(needed:available:)`` (and consumes nothing) when
     ///   `buffer` holds fewer than `2 × commandCount` bytes.
     @inlinable
-    public mutating func encodeAll(blocking: Bool, into buffer: UnsafeMutableRawBufferPointer) throws(
-        EGDEncodingError
-    ) -> Int {
+    public mutating func encodeAll(blocking: Bool, into buffer: UnsafeMutableRawBufferPointer) throws(EGDEncodingError)
+        -> Int
+    {
         let (needed, overflow) = commandCount.multipliedReportingOverflow(by: 2)
         guard !overflow, buffer.count >= needed else {
             throw .bufferTooSmall(needed: overflow ? Int.max : needed, available: buffer.count)

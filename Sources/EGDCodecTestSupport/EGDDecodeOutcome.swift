@@ -126,7 +126,9 @@ public enum EGDDripFeed {
             if !input.isEmpty { fatalError("EGDRequestDecoder returned nil with \(input.count) bytes unconsumed") }
             return true
         }
-        if let failure { return EGDDecodeOutcome(messages: messages, error: failure, streamOffset: decoder.streamOffset) }
+        if let failure {
+            return EGDDecodeOutcome(messages: messages, error: failure, streamOffset: decoder.streamOffset)
+        }
         var finishError: EGDDecodingError?
         do { try decoder.finish() } catch { finishError = error }
         return EGDDecodeOutcome(messages: messages, finishError: finishError, streamOffset: decoder.streamOffset)
@@ -160,7 +162,9 @@ public enum EGDDripFeed {
         chunking.forEachChunk(of: stream, feed)
         // A final empty read drains answers that need no bytes (blocking reads of 0).
         if failure == nil { _ = feed([]) }
-        if let failure { return EGDDecodeOutcome(messages: messages, error: failure, streamOffset: decoder.streamOffset) }
+        if let failure {
+            return EGDDecodeOutcome(messages: messages, error: failure, streamOffset: decoder.streamOffset)
+        }
         var finishError: EGDDecodingError?
         do { try decoder.finish() } catch { finishError = error }
         return EGDDecodeOutcome(messages: messages, finishError: finishError, streamOffset: decoder.streamOffset)

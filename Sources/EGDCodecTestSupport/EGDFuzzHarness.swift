@@ -55,8 +55,9 @@ public enum EGDFuzzHarness {
         check(stream.starts(with: reencoded), "re-encoded requests \(reencoded) are not a prefix of \(stream)")
         checkEnding(whole, stream: stream, completeBytes: reencoded.count, maximumHeader: 4)
         if let failure = whole.finishError {
-            check(failure == .truncatedMessage(byte: stream[reencoded.count], offset: UInt64(reencoded.count)),
-                  "finish error \(failure) does not name the incomplete command at \(reencoded.count)")
+            check(
+                failure == .truncatedMessage(byte: stream[reencoded.count], offset: UInt64(reencoded.count)),
+                "finish error \(failure) does not name the incomplete command at \(reencoded.count)")
         }
     }
 
@@ -69,7 +70,9 @@ public enum EGDFuzzHarness {
         }
         var reencoded: [UInt8] = []
         for message in whole.messages {
-            do { try message.append(to: &reencoded) } catch { check(false, "decoded \(message) does not encode: \(error)") }
+            do { try message.append(to: &reencoded) } catch {
+                check(false, "decoded \(message) does not encode: \(error)")
+            }
         }
         check(stream.starts(with: reencoded), "re-encoded responses \(reencoded) are not a prefix of \(stream)")
         let answered = requests.filter { $0.command != .writeEntropy }
@@ -82,8 +85,9 @@ public enum EGDFuzzHarness {
         checkEnding(whole, stream: stream, completeBytes: reencoded.count, maximumHeader: 256)
         if let failure = whole.finishError {
             let pending = answered[whole.messages.count]
-            check(failure == .truncatedMessage(byte: pending.command.rawValue, offset: UInt64(reencoded.count)),
-                  "finish error \(failure) does not name \(pending) at \(reencoded.count)")
+            check(
+                failure == .truncatedMessage(byte: pending.command.rawValue, offset: UInt64(reencoded.count)),
+                "finish error \(failure) does not name \(pending) at \(reencoded.count)")
         }
         if whole.error == nil && whole.finishError == nil {
             check(whole.messages.count == answered.count, "stream ended cleanly with answers missing")
@@ -130,7 +134,9 @@ public enum EGDFuzzHarness {
             case .readBlocking(let count):
                 response = .blockingData(payload(length: Int(count), from: material, generator: &generator))
             }
-            do { try response.validate(answering: request) } catch { check(false, "\(response) vs \(request): \(error)") }
+            do { try response.validate(answering: request) } catch {
+                check(false, "\(response) vs \(request): \(error)")
+            }
             responses.append(response)
         }
         let stream = encodeAll(responses)
@@ -161,7 +167,9 @@ public enum EGDFuzzHarness {
     static func payload(length: Int, from material: [UInt8], generator: inout SplitMix64) -> EGDPayload {
         var data = EGDPayload()
         for _ in 0..<length {
-            let byte = material.isEmpty ? UInt8(truncatingIfNeeded: generator.next()) : material[Int(generator.next() % UInt64(material.count))]
+            let byte =
+                material.isEmpty
+                ? UInt8(truncatingIfNeeded: generator.next()) : material[Int(generator.next() % UInt64(material.count))]
             append(byte, to: &data)
         }
         return data
@@ -178,7 +186,8 @@ public enum EGDFuzzHarness {
             var offset = 0
             for request in requests {
                 do {
-                    offset += try request.encode(into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[offset...]))
+                    offset += try request.encode(
+                        into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[offset...]))
                 } catch { fatalError("encoding \(request) into an exact buffer failed: \(error)") }
             }
             check(offset == total, "encodedCount disagrees with encode(into:)")
@@ -192,7 +201,8 @@ public enum EGDFuzzHarness {
             var offset = 0
             for response in responses {
                 do {
-                    offset += try response.encode(into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[offset...]))
+                    offset += try response.encode(
+                        into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[offset...]))
                 } catch { fatalError("encoding \(response) into an exact buffer failed: \(error)") }
             }
             check(offset == total, "encodedCount disagrees with encode(into:)")
@@ -219,14 +229,18 @@ public enum EGDFuzzHarness {
     ) {
         if let error = outcome.error {
             let offset = Int(error.offset)
-            check(offset >= completeBytes && offset < stream.count && offset - completeBytes < maximumHeader,
-                  "error \(error) lies outside the incomplete message at \(completeBytes)")
+            check(
+                offset >= completeBytes && offset < stream.count && offset - completeBytes < maximumHeader,
+                "error \(error) lies outside the incomplete message at \(completeBytes)")
             check(stream[offset] == error.byte, "error \(error) names byte \(error.byte), stream has \(stream[offset])")
             check(outcome.streamOffset == error.offset, "stream offset \(outcome.streamOffset) ≠ error offset")
         } else {
-            check(outcome.streamOffset == UInt64(stream.count), "decoder stopped at \(outcome.streamOffset) of \(stream.count)")
-            check((outcome.finishError == nil) == (completeBytes == stream.count) || Message.self == EGDResponse.self,
-                  "finish() disagrees with the incomplete tail at \(completeBytes)")
+            check(
+                outcome.streamOffset == UInt64(stream.count),
+                "decoder stopped at \(outcome.streamOffset) of \(stream.count)")
+            check(
+                (outcome.finishError == nil) == (completeBytes == stream.count) || Message.self == EGDResponse.self,
+                "finish() disagrees with the incomplete tail at \(completeBytes)")
         }
     }
 

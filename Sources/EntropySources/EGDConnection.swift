@@ -32,7 +32,8 @@ public final class EGDConnection {
     /// - Throws: ``EGDConnectionError/connectionRefused(_:)`` when nobody listens,
     ///   ``EGDConnectionError/timedOut(_:milliseconds:)``, ``EGDConnectionError/resolutionFailed(host:code:)``,
     ///   ``EGDConnectionError/socketPathTooLong(path:limit:)`` or ``EGDConnectionError/system(_:errno:)``.
-    public static func connect(to endpoint: EGDEndpoint, timeout: Duration) throws(EGDConnectionError) -> EGDConnection {
+    public static func connect(to endpoint: EGDEndpoint, timeout: Duration) throws(EGDConnectionError) -> EGDConnection
+    {
         switch endpoint {
         case .unix(let path):
             var address = sockaddr_un()
@@ -70,9 +71,13 @@ public final class EGDConnection {
                     continue
                 }
                 do throws(EGDConnectionError) {
-                    try connectSocket(descriptor, info.pointee.ai_addr, info.pointee.ai_addrlen, endpoint: endpoint, timeout: timeout)
+                    try connectSocket(
+                        descriptor, info.pointee.ai_addr, info.pointee.ai_addrlen, endpoint: endpoint, timeout: timeout)
                     var one: CInt = 1
-                    guard setsockopt(descriptor, CInt(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<CInt>.size)) == 0 else {
+                    guard
+                        setsockopt(descriptor, CInt(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<CInt>.size))
+                            == 0
+                    else {
                         throw .system(.setOption, errno: errno)
                     }
                     return EGDConnection(endpoint: endpoint, descriptor: descriptor, timeout: timeout)
@@ -92,7 +97,8 @@ public final class EGDConnection {
     public func send(_ bytes: UnsafeRawBufferPointer) throws(EGDConnectionError) {
         var sent = 0
         while sent < bytes.count {
-            let result = Glibc.send(descriptor, bytes.baseAddress.unsafelyUnwrapped + sent, bytes.count - sent, CInt(MSG_NOSIGNAL))
+            let result = Glibc.send(
+                descriptor, bytes.baseAddress.unsafelyUnwrapped + sent, bytes.count - sent, CInt(MSG_NOSIGNAL))
             if result >= 0 {
                 sent += result
                 continue

@@ -78,7 +78,8 @@ public enum EGDConnectionError: Error, Sendable, Hashable, CustomStringConvertib
         case .socketPathTooLong(let path, let limit): return "unix socket path longer than \(limit) bytes: \(path)"
         case .resolutionFailed(let host, let code): return "cannot resolve '\(host)': \(gaiMessage(code))"
         case .connectionRefused(let endpoint): return "connection refused: \(endpoint)"
-        case .connectFailed(let endpoint, let code): return "cannot connect to \(endpoint): \(errnoMessage(code)) (errno \(code))"
+        case .connectFailed(let endpoint, let code):
+            return "cannot connect to \(endpoint): \(errnoMessage(code)) (errno \(code))"
         case .timedOut(let operation, let milliseconds):
             let step = operation == .connect ? "connecting" : operation == .send ? "sending" : "waiting for the server"
             return "timed out after \(milliseconds) ms \(step)"

@@ -1,6 +1,6 @@
 /// Entropy sources for virtio-rng backends: getrandom, files and character devices, `/dev/hwrng`,
 /// RDRAND/RDSEED, a remote EGD server, a prefetch pool and continuous health tests.
 ///
-/// This target is laid out so that other targets can depend on it; its sources arrive with the
-/// EntropySources issue. Until then it exposes only this namespace.
+/// The sources arrive with the EntropySources issue. The blocking EGD transport they will use for a
+/// remote EGD server is here already: `EGDConnection` and `EGDClient`.
 public enum EntropySources {}

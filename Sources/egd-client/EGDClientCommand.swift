@@ -47,7 +47,8 @@ struct ConnectionOptions: ParsableArguments {
 extension EGDClientCommand {
     /// `level`: prints the server's entropy level in bits.
     struct Level: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print the entropy the server holds, in bits (command 00).")
+        static let configuration = CommandConfiguration(
+            abstract: "Print the entropy the server holds, in bits (command 00).")
 
         @OptionGroup var connection: ConnectionOptions
 

@@ -101,10 +101,11 @@ import Testing
         let result = try run(["write", "--bits-per-byte", "6", Self.hex(data), "--unix", server.path])
         server.finish()
         #expect(result.status == 0, "\(result.error)")
-        #expect(server.requests == [
-            .writeEntropy(bits: 255 * 6, data: try EGDPayload(data[..<255])),
-            .writeEntropy(bits: 45 * 6, data: try EGDPayload(data[255...])),
-        ])
+        #expect(
+            server.requests == [
+                .writeEntropy(bits: 255 * 6, data: try EGDPayload(data[..<255])),
+                .writeEntropy(bits: 45 * 6, data: try EGDPayload(data[255...])),
+            ])
     }
 
     @Test func writeReadsStandardInputWithoutAnArgument() throws {
@@ -127,7 +128,9 @@ import Testing
     @Test func missingSocketFailsWithOneLine() throws {
         let result = try run(["level", "--unix", "/nonexistent/egd-pool"])
         #expect(result.status == 1)
-        #expect(result.error == "Error: cannot connect to unix:/nonexistent/egd-pool: No such file or directory (errno 2)\n")
+        #expect(
+            result.error == "Error: cannot connect to unix:/nonexistent/egd-pool: No such file or directory (errno 2)\n"
+        )
     }
 
     @Test func serverClosingMidResponseFailsWithOneLine() throws {
@@ -135,7 +138,10 @@ import Testing
         let result = try run(["read", "64", "--unix", server.path])
         server.finish()
         #expect(result.status == 1)
-        #expect(result.error == "Error: server closed the connection mid-response (awaiting the answer to readBlocking at offset 0)\n")
+        #expect(
+            result.error
+                == "Error: server closed the connection mid-response (awaiting the answer to readBlocking at offset 0)\n"
+        )
     }
 
     @Test func silentServerTimesOut() throws {

@@ -25,7 +25,8 @@ import Testing
     }
 
     @Test(arguments: [
-        (0, [] as [UInt8]), (1, [0x02, 0x01]), (64, [0x02, 0x40]), (255, [0x02, 0xFF]), (256, [0x02, 0xFF, 0x02, 0x01]),
+        (0, [] as [UInt8]), (1, [0x02, 0x01]), (64, [0x02, 0x40]), (255, [0x02, 0xFF]),
+        (256, [0x02, 0xFF, 0x02, 0x01]),
         (510, [0x02, 0xFF, 0x02, 0xFF]), (1000, [0x02, 0xFF, 0x02, 0xFF, 0x02, 0xFF, 0x02, 0xEB]),
     ])
     func readPlansSplitLikeQemu(total: Int, bytes: [UInt8]) throws {
@@ -76,7 +77,9 @@ import Testing
     func processIDTextMustBeASCIIDecimal(text: [UInt8], error: EGDEncodingError) throws {
         #expect(throws: error) { try EGDResponse.processID(text: text) }
         var buffer = [UInt8](repeating: 0, count: 8)
-        #expect(throws: error) { _ = try buffer.withUnsafeMutableBytes { try EGDResponse.processID(try! EGDPayload(text)).encode(into: $0) } }
+        #expect(throws: error) {
+            _ = try buffer.withUnsafeMutableBytes { try EGDResponse.processID(try! EGDPayload(text)).encode(into: $0) }
+        }
     }
 
     @Test func processIDFromAnIntegerIsDecimal() throws {
@@ -89,13 +92,18 @@ import Testing
     }
 
     @Test(arguments: [
-        (EGDRequest.readBlocking(count: 4), EGDResponse.blockingData([1, 2, 3]), EGDEncodingError.dataLengthMismatch(requested: 4, actual: 3)),
+        (
+            EGDRequest.readBlocking(count: 4), EGDResponse.blockingData([1, 2, 3]),
+            EGDEncodingError.dataLengthMismatch(requested: 4, actual: 3)
+        ),
         (.readNonBlocking(count: 2), .nonBlockingData([1, 2, 3]), .dataLengthMismatch(requested: 2, actual: 3)),
         (.readBlocking(count: 1), .nonBlockingData([1]), .responseDoesNotAnswerRequest(.readBlocking)),
         (.entropyLevel, .processID(1), .responseDoesNotAnswerRequest(.entropyLevel)),
         (.writeEntropy(bits: 0, data: []), .entropyLevel(bits: 0), .responseDoesNotAnswerRequest(.writeEntropy)),
     ])
-    func validateRefusesAnswersThatDoNotFitTheirRequest(request: EGDRequest, response: EGDResponse, error: EGDEncodingError) {
+    func validateRefusesAnswersThatDoNotFitTheirRequest(
+        request: EGDRequest, response: EGDResponse, error: EGDEncodingError
+    ) {
         #expect(throws: error) { try response.validate(answering: request) }
     }
 

@@ -18,16 +18,17 @@ let pipelinedRequestBytes: [UInt8] = {
 }()
 
 @Suite struct EGDRequestDecoderTests {
-    @Test(arguments: [
-        ([0x00], EGDRequest.entropyLevel),
-        ([0x01, 0x00], .readNonBlocking(count: 0)),
-        ([0x01, 0xFF], .readNonBlocking(count: 255)),
-        ([0x02, 0x40], .readBlocking(count: 64)),
-        ([0x02, 0x00], .readBlocking(count: 0)),
-        ([0x03, 0x00, 0x10, 0x02, 0xAA, 0xBB], .writeEntropy(bits: 16, data: [0xAA, 0xBB])),
-        ([0x03, 0x00, 0x00, 0x00], .writeEntropy(bits: 0, data: [])),
-        ([0x04], .reportPID),
-    ] as [([UInt8], EGDRequest)])
+    @Test(
+        arguments: [
+            ([0x00], EGDRequest.entropyLevel),
+            ([0x01, 0x00], .readNonBlocking(count: 0)),
+            ([0x01, 0xFF], .readNonBlocking(count: 255)),
+            ([0x02, 0x40], .readBlocking(count: 64)),
+            ([0x02, 0x00], .readBlocking(count: 0)),
+            ([0x03, 0x00, 0x10, 0x02, 0xAA, 0xBB], .writeEntropy(bits: 16, data: [0xAA, 0xBB])),
+            ([0x03, 0x00, 0x00, 0x00], .writeEntropy(bits: 0, data: [])),
+            ([0x04], .reportPID),
+        ] as [([UInt8], EGDRequest)])
     func decodesEachCommandFromItsBytes(bytes: [UInt8], request: EGDRequest) throws {
         var decoder = EGDRequestDecoder()
         var input = bytes[...]
@@ -67,7 +68,8 @@ let pipelinedRequestBytes: [UInt8] = {
     @Test(arguments: 0...pipelinedRequestBytes.count)
     func everySplitPointYieldsTheOneShotRequests(splitPoint: Int) {
         let whole = EGDDripFeed.decodeRequests([pipelinedRequestBytes[...]])
-        #expect(whole == EGDDecodeOutcome(messages: pipelinedRequests, streamOffset: UInt64(pipelinedRequestBytes.count)))
+        #expect(
+            whole == EGDDecodeOutcome(messages: pipelinedRequests, streamOffset: UInt64(pipelinedRequestBytes.count)))
         let split = EGDDripFeed.decodeRequests(EGDStreamSplitter.split(pipelinedRequestBytes, at: [splitPoint]))
         #expect(split == whole)
     }
@@ -75,27 +77,35 @@ let pipelinedRequestBytes: [UInt8] = {
     @Test(arguments: [1, 2, 3, 7, 64, 255, 4096])
     func everyChunkSizeYieldsTheOneShotRequests(chunkSize: Int) {
         let split = EGDDripFeed.decodeRequests(EGDStreamSplitter.split(pipelinedRequestBytes, chunkSize: chunkSize))
-        #expect(split == EGDDecodeOutcome(messages: pipelinedRequests, streamOffset: UInt64(pipelinedRequestBytes.count)))
+        #expect(
+            split == EGDDecodeOutcome(messages: pipelinedRequests, streamOffset: UInt64(pipelinedRequestBytes.count)))
     }
 
-    @Test(arguments: [
-        // egc.pl's `bogus` probe sends 93 12; servers drop the connection.
-        ([0x93, 0x12], EGDRequestDecoder.Configuration(), EGDDecodingError.unknownCommand(byte: 0x93, offset: 0)),
-        ([0x02, 0x40, 0x05], .init(), .unknownCommand(byte: 0x05, offset: 2)),
-        ([0x02, 0x40, 0xFF], .init(), .unknownCommand(byte: 0xFF, offset: 2)),
-        ([0x00, 0x03, 0x00, 0x11, 0x02, 0xAA, 0xBB], .init(), .entropyEstimateExceedsData(bits: 17, byte: 0x02, offset: 4)),
-        ([0x03, 0x01, 0x00, 0x00], .init(), .entropyEstimateExceedsData(bits: 256, byte: 0x00, offset: 3)),
-        ([0x02, 0x40, 0x03, 0x00, 0x00, 0x00], .init(acceptedCommands: [.readBlocking]),
-         .commandNotAccepted(byte: 0x03, offset: 2)),
-        ([0x04], .init(acceptedCommands: .all.subtracting(.reportPID)), .commandNotAccepted(byte: 0x04, offset: 0)),
-    ] as [([UInt8], EGDRequestDecoder.Configuration, EGDDecodingError)])
+    @Test(
+        arguments: [
+            // egc.pl's `bogus` probe sends 93 12; servers drop the connection.
+            ([0x93, 0x12], EGDRequestDecoder.Configuration(), EGDDecodingError.unknownCommand(byte: 0x93, offset: 0)),
+            ([0x02, 0x40, 0x05], .init(), .unknownCommand(byte: 0x05, offset: 2)),
+            ([0x02, 0x40, 0xFF], .init(), .unknownCommand(byte: 0xFF, offset: 2)),
+            (
+                [0x00, 0x03, 0x00, 0x11, 0x02, 0xAA, 0xBB], .init(),
+                .entropyEstimateExceedsData(bits: 17, byte: 0x02, offset: 4)
+            ),
+            ([0x03, 0x01, 0x00, 0x00], .init(), .entropyEstimateExceedsData(bits: 256, byte: 0x00, offset: 3)),
+            (
+                [0x02, 0x40, 0x03, 0x00, 0x00, 0x00], .init(acceptedCommands: [.readBlocking]),
+                .commandNotAccepted(byte: 0x03, offset: 2)
+            ),
+            ([0x04], .init(acceptedCommands: .all.subtracting(.reportPID)), .commandNotAccepted(byte: 0x04, offset: 0)),
+        ] as [([UInt8], EGDRequestDecoder.Configuration, EGDDecodingError)])
     func refusesMalformedStreamsNamingByteAndOffset(
         bytes: [UInt8],
         configuration: EGDRequestDecoder.Configuration,
         error: EGDDecodingError
     ) {
         for chunkSize in [1, 2, bytes.count] {
-            let outcome = EGDDripFeed.decodeRequests(EGDStreamSplitter.split(bytes, chunkSize: chunkSize), configuration: configuration)
+            let outcome = EGDDripFeed.decodeRequests(
+                EGDStreamSplitter.split(bytes, chunkSize: chunkSize), configuration: configuration)
             #expect(outcome.error == error)
             #expect(outcome.streamOffset == error.offset)
         }
@@ -118,13 +128,14 @@ let pipelinedRequestBytes: [UInt8] = {
         #expect(throws: EGDDecodingError.unknownCommand(byte: 0x07, offset: 2)) { try decoder.finish() }
     }
 
-    @Test(arguments: [
-        ([0x01], EGDDecodingError.truncatedMessage(byte: 0x01, offset: 0)),
-        ([0x02, 0x40, 0x02], .truncatedMessage(byte: 0x02, offset: 2)),
-        ([0x03], .truncatedMessage(byte: 0x03, offset: 0)),
-        ([0x00, 0x03, 0x00, 0x08], .truncatedMessage(byte: 0x03, offset: 1)),
-        ([0x03, 0x00, 0x08, 0x02, 0x01], .truncatedMessage(byte: 0x03, offset: 0)),
-    ] as [([UInt8], EGDDecodingError)])
+    @Test(
+        arguments: [
+            ([0x01], EGDDecodingError.truncatedMessage(byte: 0x01, offset: 0)),
+            ([0x02, 0x40, 0x02], .truncatedMessage(byte: 0x02, offset: 2)),
+            ([0x03], .truncatedMessage(byte: 0x03, offset: 0)),
+            ([0x00, 0x03, 0x00, 0x08], .truncatedMessage(byte: 0x03, offset: 1)),
+            ([0x03, 0x00, 0x08, 0x02, 0x01], .truncatedMessage(byte: 0x03, offset: 0)),
+        ] as [([UInt8], EGDDecodingError)])
     func finishReportsTheIncompleteCommand(bytes: [UInt8], error: EGDDecodingError) {
         let outcome = EGDDripFeed.decodeRequests(EGDStreamSplitter.split(bytes, chunkSize: 1))
         #expect(outcome.error == nil)
