@@ -1,20 +1,29 @@
-/// Up to 255 bytes of message data, stored inline: no heap allocation, ever.
+/// Up to 255 bytes of message data: the data of writes (`03`), of read answers and the text of a
+/// PID answer.
 ///
 /// Every EGD data field is counted by one byte, so 255 bytes is the most any message carries
-/// (PROTOCOLS.md §1, "Limits"). Payloads are the data of writes (`03`), of read answers and the
-/// text of a PID answer. The storage is a fixed 255-byte `InlineArray`; only the first ``count``
-/// bytes are meaningful, and equality and hashing look at those alone.
-public struct EGDPayload: Sendable {
+/// (PROTOCOLS.md §1, "Limits"). A payload is a small value (a reference and a count) over a
+/// copy-on-write buffer of exactly 255 bytes, so messages stay small and cheap to move: a request
+/// or response is a few bytes however large its payload.
+///
+/// The decoders fill one buffer each and hand it out inside the message they return. If the
+/// caller has dropped that message by the next payload, the decoder refills the same buffer, so a
+/// decoding loop allocates nothing after its first payload; a caller that keeps payloads makes the
+/// decoder take a fresh buffer, never corrupting the one kept. An empty payload has no buffer.
+public struct EGDPayload: @unchecked Sendable {
+    // @unchecked: the buffer is mutated only through `makeUnique()`, i.e. when this value holds
+    // the sole reference (copy-on-write), so values shared across threads are never written.
+
     /// The most bytes one EGD message can carry: 255.
     public static let capacity = 255
 
-    @usableFromInline var storage: InlineArray<255, UInt8>
+    @usableFromInline var storage: EGDPayloadStorage?
     @usableFromInline var length: UInt8
 
-    /// An empty payload.
+    /// An empty payload (no buffer is allocated).
     @inlinable
     public init() {
-        storage = InlineArray(repeating: 0)
+        storage = nil
         length = 0
     }
 
@@ -66,45 +75,64 @@ public struct EGDPayload: Sendable {
         let start = Int(length)
         precondition(source.count <= Self.capacity - start, "EGDPayload overflow")
         guard let base = source.baseAddress, source.count > 0 else { return }
-        var span = storage.mutableSpan
-        span.withUnsafeMutableBytes { destination in
-            // In bounds: start + source.count ≤ 255 by the precondition above.
-            destination.baseAddress.unsafelyUnwrapped.advanced(by: start)
-                .copyMemory(from: base, byteCount: source.count)
-        }
+        // In bounds: start + source.count ≤ 255, the buffer's size, by the precondition above.
+        UnsafeMutableRawPointer(makeUnique().bytes + start).copyMemory(from: base, byteCount: source.count)
         length = UInt8(truncatingIfNeeded: start + source.count)
     }
 
     /// Appends one byte; traps if the payload is full.
     @inlinable
     mutating func appendUnchecked(_ byte: UInt8) {
-        storage[Int(length)] = byte
+        precondition(length < 255, "EGDPayload overflow")
+        makeUnique().bytes[Int(length)] = byte
         length &+= 1
     }
 
-    /// Empties the payload, keeping its storage.
+    /// Empties the payload, keeping its buffer for reuse.
     @inlinable
     mutating func removeAll() { length = 0 }
+
+    /// The buffer, made sole-owned first: a shared (or missing) one is replaced by a new buffer
+    /// holding the same ``count`` bytes.
+    @inlinable
+    mutating func makeUnique() -> EGDPayloadStorage {
+        if !isKnownUniquelyReferenced(&storage) {
+            let fresh = EGDPayloadStorage.make()
+            if let old = storage, length > 0 {
+                fresh.bytes.update(from: old.bytes, count: Int(length))
+            }
+            storage = fresh
+        }
+        return storage.unsafelyUnwrapped
+    }
 
     /// Calls `body` with the payload's bytes; the pointer is valid only during the call.
     @inlinable
     public func withUnsafeBytes<Value, Failure: Error>(
         _ body: (UnsafeRawBufferPointer) throws(Failure) -> Value
     ) throws(Failure) -> Value {
-        let count = Int(length)
-        let span = storage.span
-        // Collect the body's outcome inside the (non-throwing) span access, then rethrow it typed.
-        var outcome: Swift.Result<Value, Failure>?
-        span.withUnsafeBytes { all in
-            let bytes = UnsafeRawBufferPointer(rebasing: all[0..<count])
-            do throws(Failure) {
-                outcome = .success(try body(bytes))
-            } catch {
-                outcome = .failure(error)
-            }
+        guard let storage else { return try body(UnsafeRawBufferPointer(start: nil, count: 0)) }
+        return try withExtendedLifetime(storage) { () throws(Failure) -> Value in
+            try body(UnsafeRawBufferPointer(start: storage.bytes, count: Int(length)))
         }
-        return try outcome.unsafelyUnwrapped.get()
     }
+}
+
+/// The 255-byte buffer behind ``EGDPayload``: one allocation, header and bytes together.
+@usableFromInline
+final class EGDPayloadStorage: ManagedBuffer<Void, UInt8> {
+    /// A new, uninitialised-content buffer of ``EGDPayload/capacity`` bytes (zero-filled).
+    @inlinable
+    static func make() -> EGDPayloadStorage {
+        let buffer = create(minimumCapacity: EGDPayload.capacity) { _ in () }
+        let storage = unsafeDowncast(buffer, to: EGDPayloadStorage.self)
+        storage.withUnsafeMutablePointerToElements { $0.initialize(repeating: 0, count: EGDPayload.capacity) }
+        return storage
+    }
+
+    /// The first byte; valid while the buffer lives.
+    @inlinable
+    var bytes: UnsafeMutablePointer<UInt8> { withUnsafeMutablePointerToElements { $0 } }
 }
 
 extension EGDPayload: RandomAccessCollection {
@@ -119,7 +147,8 @@ extension EGDPayload: RandomAccessCollection {
     @inlinable
     public subscript(position: Int) -> UInt8 {
         precondition(position >= 0 && position < Int(length), "EGDPayload index out of range")
-        return storage[position]
+        let storage = self.storage.unsafelyUnwrapped  // count > 0 implies a buffer
+        return withExtendedLifetime(storage) { storage.bytes[position] }
     }
 }
 
@@ -128,15 +157,14 @@ extension EGDPayload: Hashable {
     @inlinable
     public static func == (lhs: EGDPayload, rhs: EGDPayload) -> Bool {
         guard lhs.length == rhs.length else { return false }
-        for index in 0..<Int(lhs.length) where lhs.storage[index] != rhs.storage[index] { return false }
-        return true
+        return lhs.withUnsafeBytes { left in rhs.withUnsafeBytes { right in left.elementsEqual(right) } }
     }
 
     /// Hashes the count and the bytes held.
     @inlinable
     public func hash(into hasher: inout Hasher) {
         hasher.combine(length)
-        for index in 0..<Int(length) { hasher.combine(storage[index]) }
+        withUnsafeBytes { hasher.combine(bytes: $0) }
     }
 }
 

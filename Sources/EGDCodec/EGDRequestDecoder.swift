@@ -43,27 +43,32 @@ public struct EGDRequestDecoder: Sendable {
         }
     }
 
-    /// Where in a command the decoder stands.
-    @usableFromInline enum Phase: Sendable {
+    /// Where in a command the decoder stands. Kept payload-free (one byte) so that the hot check
+    /// "between commands?" is a byte compare; the pending command's fields are stored beside it.
+    @usableFromInline enum Phase: UInt8, Sendable {
         /// Between commands.
         case idle
-        /// After `01` or `02`, waiting for the count.
-        case readCount(blocking: Bool)
+        /// After `01` or `02` (in `pendingCommand`), waiting for the count.
+        case readCount
         /// After `03`, waiting for the estimate's high byte.
         case writeBitsHigh
-        /// After `03 EH`, waiting for the low byte.
-        case writeBitsLow(high: UInt8)
+        /// After `03 EH`, waiting for the low byte (`pendingBits` holds `EH << 8`).
+        case writeBitsLow
         /// After `03 EH EL`, waiting for the length.
-        case writeLength(bits: UInt16)
-        /// After `03 EH EL NN`, collecting `NN` bytes into `payload`.
-        case writeData(bits: UInt16, length: UInt8)
-        /// The stream was refused; every call rethrows this error.
-        case failed(EGDDecodingError)
+        case writeLength
+        /// After `03 EH EL NN`, collecting `pendingLength` bytes into `payload`.
+        case writeData
+        /// The stream was refused; every call rethrows `failure`.
+        case failed
     }
 
     /// The configuration this decoder applies.
     public let configuration: Configuration
     @usableFromInline var phase: Phase = .idle
+    @usableFromInline var pendingCommand: UInt8 = 0
+    @usableFromInline var pendingBits: UInt16 = 0
+    @usableFromInline var pendingLength: UInt8 = 0
+    @usableFromInline var failure: EGDDecodingError?
     @usableFromInline var payload = EGDPayload()
     /// The stream offset of the first byte of the command in progress.
     @usableFromInline var messageStart: UInt64 = 0
@@ -78,20 +83,45 @@ public struct EGDRequestDecoder: Sendable {
 
     /// Whether the decoder stands between commands (nothing of an incomplete command held).
     @inlinable
-    public var isIdle: Bool {
-        if case .idle = phase { return true }
-        return false
-    }
+    public var isIdle: Bool { phase == .idle }
 
     /// Decodes the next request from the front of `input`, consuming its bytes.
     ///
     /// Returns the request as soon as its last byte is consumed (the rest of `input` stays for the
-    /// next call), or nil once `input` is empty without completing a request. Never allocates.
+    /// next call), or nil once `input` is empty without completing a request. Never allocates
+    /// (a write's payload reuses the decoder's buffer, see ``EGDPayload``).
     ///
     /// - Throws: ``EGDDecodingError``; `input` then starts at the offending byte.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func decode<Bytes: Collection<UInt8>>(_ input: inout Bytes) throws(EGDDecodingError) -> EGDRequest?
     where Bytes.SubSequence == Bytes {
+        // Fast path: between commands with a whole read command (`01 NN` / `02 NN`) in view, the
+        // whole of QEMU's and ekeyd-egd-linux's traffic. Everything else takes the general path.
+        if phase == .idle {
+            let start = input.startIndex
+            let end = input.endIndex
+            if start != end {
+                let command = input[start]
+                let second = input.index(after: start)
+                if second != end && (command == 0x02 || command == 0x01)
+                    && configuration.acceptedCommands.rawValue & (1 &<< command) != 0
+                {
+                    let count = input[second]
+                    input = input[input.index(after: second)...]
+                    consumed &+= 2
+                    return command == 0x02 ? .readBlocking(count: count) : .readNonBlocking(count: count)
+                }
+            }
+        }
+        return try decodeByteByByte(&input)
+    }
+
+    /// The general path of ``decode(_:)``: every command, split anywhere.
+    @inlinable @inline(__always)
+    mutating func decodeByteByByte<Bytes: Collection<UInt8>>(
+        _ input: inout Bytes
+    ) throws(EGDDecodingError) -> EGDRequest? where Bytes.SubSequence == Bytes {
+        if phase == .failed { throw failure.unsafelyUnwrapped }
         var index = input.startIndex
         let end = input.endIndex
         var offset = consumed
@@ -118,69 +148,64 @@ public struct EGDRequestDecoder: Sendable {
                 case .reportPID:
                     return .reportPID
                 case .readNonBlocking, .readBlocking:
-                    let blocking = command == .readBlocking
-                    // Fast path: the count is in this slice too (the common case for QEMU's stream).
-                    guard index != end else {
-                        phase = .readCount(blocking: blocking)
-                        return nil
-                    }
-                    let count = input[index]
-                    input.formIndex(after: &index)
-                    offset &+= 1
-                    return blocking ? .readBlocking(count: count) : .readNonBlocking(count: count)
+                    pendingCommand = byte
+                    phase = .readCount
                 case .writeEntropy:
                     phase = .writeBitsHigh
                 }
-            case .readCount(let blocking):
+            case .readCount:
                 input.formIndex(after: &index)
                 offset &+= 1
                 phase = .idle
-                return blocking ? .readBlocking(count: byte) : .readNonBlocking(count: byte)
+                return pendingCommand == 0x02 ? .readBlocking(count: byte) : .readNonBlocking(count: byte)
             case .writeBitsHigh:
                 input.formIndex(after: &index)
                 offset &+= 1
-                phase = .writeBitsLow(high: byte)
-            case .writeBitsLow(let high):
+                pendingBits = UInt16(byte) &<< 8
+                phase = .writeBitsLow
+            case .writeBitsLow:
                 input.formIndex(after: &index)
                 offset &+= 1
-                phase = .writeLength(bits: UInt16(high) &<< 8 | UInt16(byte))
-            case .writeLength(let bits):
+                pendingBits |= UInt16(byte)
+                phase = .writeLength
+            case .writeLength:
                 // 8 · 255 = 2040 fits UInt16 easily: no overflow.
-                if configuration.rejectsOverstatedEntropy && bits > 8 &* UInt16(byte) {
-                    throw fail(.entropyEstimateExceedsData(bits: bits, byte: byte, offset: offset))
+                if configuration.rejectsOverstatedEntropy && pendingBits > 8 &* UInt16(byte) {
+                    throw fail(.entropyEstimateExceedsData(bits: pendingBits, byte: byte, offset: offset))
                 }
                 input.formIndex(after: &index)
                 offset &+= 1
                 payload.removeAll()
                 guard byte > 0 else {
                     phase = .idle
-                    return .writeEntropy(bits: bits, data: EGDPayload())
+                    return .writeEntropy(bits: pendingBits, data: EGDPayload())
                 }
-                phase = .writeData(bits: bits, length: byte)
-            case .writeData(let bits, let length):
-                let wanted = Int(length) - payload.count
+                pendingLength = byte
+                phase = .writeData
+            case .writeData:
+                let wanted = Int(pendingLength) - payload.count
                 let chunkEnd = input.index(index, offsetBy: wanted, limitedBy: end) ?? end
                 let chunk = input[index..<chunkEnd]
                 // chunk.count ≤ wanted = length − payload.count, so the payload never exceeds 255.
                 offset &+= UInt64(chunk.count)
                 payload.appendUnchecked(contentsOf: chunk)
                 index = chunkEnd
-                if payload.count == Int(length) {
+                if payload.count == Int(pendingLength) {
                     phase = .idle
-                    return .writeEntropy(bits: bits, data: payload)
+                    return .writeEntropy(bits: pendingBits, data: payload)
                 }
-            case .failed(let error):
-                throw error
+            case .failed:
+                throw failure.unsafelyUnwrapped
             }
         }
-        if case .failed(let error) = phase { throw error }
         return nil
     }
 
     /// Records `error` as the decoder's final state and returns it for throwing.
     @inlinable
     mutating func fail(_ error: EGDDecodingError) -> EGDDecodingError {
-        phase = .failed(error)
+        phase = .failed
+        failure = error
         return error
     }
 
@@ -192,11 +217,10 @@ public struct EGDRequestDecoder: Sendable {
         switch phase {
         case .idle:
             return
-        case .failed(let error):
-            throw error
-        case .readCount(let blocking):
-            let command: EGDCommand = blocking ? .readBlocking : .readNonBlocking
-            throw .truncatedMessage(byte: command.rawValue, offset: messageStart)
+        case .failed:
+            throw failure.unsafelyUnwrapped
+        case .readCount:
+            throw .truncatedMessage(byte: pendingCommand, offset: messageStart)
         case .writeBitsHigh, .writeBitsLow, .writeLength, .writeData:
             throw .truncatedMessage(byte: EGDCommand.writeEntropy.rawValue, offset: messageStart)
         }
