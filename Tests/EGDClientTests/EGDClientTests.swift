@@ -78,6 +78,15 @@ import Testing
         #expect(server.requests == commands.map { .readBlocking(count: $0) })
     }
 
+    @Test func talksToAServerOverLoopbackTCP() throws {
+        let server = try TestEGDServer(behaviour: .serve, tcp: true)
+        let result = try run(["read", "600", "--tcp", "127.0.0.1:\(server.port)"])
+        server.finish()
+        #expect(result.status == 0, "\(result.error)")
+        #expect(result.text == Self.hex((0..<600).map(TestEGDServer.byte(at:))) + "\n")
+        #expect(server.requests == [.readBlocking(count: 255), .readBlocking(count: 255), .readBlocking(count: 90)])
+    }
+
     @Test func readRawWritesTheBytesThemselves() throws {
         let server = try TestEGDServer(behaviour: .serve)
         let result = try run(["read", "300", "--raw", "--unix", server.path])

@@ -27,6 +27,8 @@ final class TestEGDServer: @unchecked Sendable {
 
     let directory: String
     let path: String
+    /// The TCP port on 127.0.0.1 when created with `tcp: true`, else 0.
+    private(set) var port: UInt16 = 0
     private let behaviour: Behaviour
     private let listener: CInt
     private let done = DispatchSemaphore(value: 0)
@@ -35,21 +37,39 @@ final class TestEGDServer: @unchecked Sendable {
     private var served = 0
 
     /// A server socket that is bound and listening (or, with `listening: false`, bound only, so
-    /// connecting to it is refused).
-    init(behaviour: Behaviour, listening: Bool = true) throws {
+    /// connecting to it is refused); on a unix socket in a temp dir, or with `tcp: true` on an
+    /// ephemeral port of 127.0.0.1.
+    init(behaviour: Behaviour, listening: Bool = true, tcp: Bool = false) throws {
         var template = Array("/tmp/egd-client-test-XXXXXX".utf8CString)
         guard let created = mkdtemp(&template) else { throw POSIXError(.EIO) }
         directory = String(cString: created)
         path = directory + "/egd-pool"
         self.behaviour = behaviour
-        listener = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+        let bound: CInt
+        if tcp {
+            listener = socket(AF_INET, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = in_addr_t(0x7F00_0001).bigEndian
+            let size = socklen_t(MemoryLayout<sockaddr_in>.size)
+            bound = withUnsafeMutablePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { pointer in
+                    var length = size
+                    guard bind(listener, pointer, size) == 0 else { return -1 }
+                    return getsockname(listener, pointer, &length)
+                }
+            }
+            port = UInt16(bigEndian: address.sin_port)
+        } else {
+            listener = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            let bytes = Array(path.utf8)
+            withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
+            bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
             }
         }
         guard bound == 0, !listening || listen(listener, 1) == 0 else { throw POSIXError(.EADDRINUSE) }
