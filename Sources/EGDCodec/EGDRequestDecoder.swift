@@ -11,8 +11,9 @@
 /// ```
 ///
 /// `nil` means only "need more bytes"; by then every input byte has been consumed. The decoder
-/// keeps only the state of one incomplete command: at most a 255-byte write payload, stored
-/// inline, so it never buffers without bound and never allocates.
+/// keeps only the state of one incomplete command: at most a 255-byte write payload, in one
+/// buffer it reuses (see ``EGDPayload``), so it never buffers without bound, and after its first
+/// write it allocates nothing as long as the caller lets each message go before the next.
 ///
 /// A stream that is not EGD (an unknown command byte, a command the configuration refuses, a write
 /// claiming more entropy than it carries) throws an ``EGDDecodingError`` naming the byte and its
@@ -88,8 +89,9 @@ public struct EGDRequestDecoder: Sendable {
     /// Decodes the next request from the front of `input`, consuming its bytes.
     ///
     /// Returns the request as soon as its last byte is consumed (the rest of `input` stays for the
-    /// next call), or nil once `input` is empty without completing a request. Never allocates
-    /// (a write's payload reuses the decoder's buffer, see ``EGDPayload``).
+    /// next call), or nil once `input` is empty without completing a request. A write's payload
+    /// reuses the decoder's buffer (see ``EGDPayload``): allocation happens only for the first
+    /// write, or while the caller still holds the previous write's payload.
     ///
     /// - Throws: ``EGDDecodingError``; `input` then starts at the offending byte.
     @inlinable @inline(__always)

@@ -11,10 +11,12 @@
 /// ```
 ///
 /// Responses come out in request order, each whole: a blocking answer that the server sends in
-/// several chunks (as ekeyd does when its pool runs short) is reassembled, at most 255 bytes, inline.
+/// several chunks (as ekeyd does when its pool runs short) is reassembled, at most 255 bytes, in a
+/// payload buffer the decoder reuses (see ``EGDPayload``).
 /// Writes (`03`) have no response and are not tracked. Up to
-/// ``maximumOutstandingRequests`` requests may be outstanding, held in a fixed inline ring: the
-/// decoder never allocates.
+/// ``maximumOutstandingRequests`` requests may be outstanding, held in a fixed inline ring; after
+/// its first payload the decoder allocates nothing while the caller lets each answer go before
+/// the next.
 ///
 /// A server that sends bytes nobody asked for, a non-blocking answer longer than the request, or a
 /// PID that is not ASCII decimal makes ``decode(_:)`` throw an ``EGDDecodingError`` naming the byte
@@ -92,8 +94,8 @@ public struct EGDResponseDecoder: Sendable {
     /// Decodes the next response from the front of `input`, consuming its bytes.
     ///
     /// Returns the response as soon as its last byte is consumed (a blocking read of 0 bytes
-    /// completes without any), or nil once `input` is empty without completing one. Never
-    /// allocates.
+    /// completes without any), or nil once `input` is empty without completing one. Allocates
+    /// only a first payload buffer, or a fresh one while the caller still holds the last.
     ///
     /// - Throws: ``EGDDecodingError``; `input` then starts at the offending byte.
     @inlinable
