@@ -45,6 +45,6 @@ bench-ci: setup
 	scripts/bench-ci.sh
 
 docs:
-	@for t in VirtQueue EGDCodec RateLimit EntropySources VirtRNGCore; do \
+	@for t in VirtQueue EGDCodec RateLimit EntropySources VirtRNGCore; do echo "docs: $$t";  \
 	  $(SWIFT) package generate-documentation --target $$t --warnings-as-errors >/dev/null || exit 1; \
 	done

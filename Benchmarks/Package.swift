@@ -42,6 +42,7 @@ let package = Package(
                 .product(name: "VirtQueueTestSupport", package: rootIdentity),
             ]
         ),
+        benchmarkTarget("RateLimitBenchmarks", [.product(name: "RateLimit", package: rootIdentity)]),
         benchmarkTarget("EGDCodecBenchmarks", [.product(name: "EGDCodec", package: rootIdentity)]),
     ],
     swiftLanguageModes: [.v6]

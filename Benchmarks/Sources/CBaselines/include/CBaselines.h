@@ -4,6 +4,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "CVirtQueueBaseline.h"
+
 /// getrandom(2) until `len` bytes are written (EINTR and short reads retried). Returns 0 or -errno.
 int cb_getrandom(void *buf, size_t len);
 

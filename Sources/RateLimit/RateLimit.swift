@@ -1,2 +1,0 @@
-/// Rate limiters on an injected monotonic clock.
-public enum RateLimit {}

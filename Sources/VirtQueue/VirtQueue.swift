@@ -1,2 +1,0 @@
-/// Placeholder replaced by the split queue implementation.
-public enum VirtQueuePlaceholder {}

@@ -1,2 +1,0 @@
-import RateLimit
-import Testing
