@@ -1,4 +1,5 @@
-// EGDCodec throughput beside in-run baselines over the same bytes.
+// EGDCodec throughput beside in-run baselines over the same bytes: each `X.Swift` (the codec) has
+// an `X.Baseline` (a plain Swift loop over the same bytes) that scripts/bench-report.py pairs with it.
 //
 // Every buffer is built before the benchmarks run (in `EGDFixtures`), so the measured loops touch
 // only pre-allocated memory: the decoders and encoders must show 0 allocations. Each iteration
@@ -13,18 +14,21 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: Server side: QEMU's pipelined `02 40` stream (32 768 requests per 64 KiB)
 
-    Benchmark("Baseline_ByteSum_ReadBlockingStream") { benchmark in
+    Benchmark("EGDReadBlockingByteSum64KiB.Baseline") { benchmark in
         for _ in benchmark.scaledIterations { blackHole(byteSum(fixtures.readBlockingStream)) }
     }
-    Benchmark("Baseline_HandParse_ReadBlockingStream") { benchmark in
+    Benchmark("EGDDecodeReadBlocking64KiB.Baseline") { benchmark in
         for _ in benchmark.scaledIterations { blackHole(handParseReads(fixtures.readBlockingStream)) }
     }
-    Benchmark("DecodeRequests_ReadBlockingStream") { benchmark in
+    Benchmark("EGDDecodeReadBlocking64KiB.Swift") { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(decodeRequests(fixtures.readBlockingStream, with: &fixtures.requestDecoder))
         }
     }
-    Benchmark("DecodeRequests_ReadBlockingStream_4KiBReads") { benchmark in
+    Benchmark("EGDDecodeReadBlocking4KiBReads.Baseline") { benchmark in
+        for _ in benchmark.scaledIterations { blackHole(handParseReads(fixtures.readBlockingStream, readSize: 4096)) }
+    }
+    Benchmark("EGDDecodeReadBlocking4KiBReads.Swift") { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(decodeRequests(fixtures.readBlockingStream, readSize: 4096, with: &fixtures.requestDecoder))
         }
@@ -32,10 +36,10 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: Server side: `03` writes of 255 bytes (253 requests per 64 KiB)
 
-    Benchmark("Baseline_ByteSum_WriteStream") { benchmark in
+    Benchmark("EGDDecodeWrites64KiB.Baseline") { benchmark in
         for _ in benchmark.scaledIterations { blackHole(byteSum(fixtures.writeStream)) }
     }
-    Benchmark("DecodeRequests_WriteStream") { benchmark in
+    Benchmark("EGDDecodeWrites64KiB.Swift") { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(decodeRequests(fixtures.writeStream, with: &fixtures.requestDecoder))
         }
@@ -43,10 +47,10 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: Client side: 256 blocking answers of 255 bytes
 
-    Benchmark("Baseline_ByteSum_BlockingAnswers") { benchmark in
+    Benchmark("EGDDecodeBlockingAnswers64KiB.Baseline") { benchmark in
         for _ in benchmark.scaledIterations { blackHole(byteSum(fixtures.blockingAnswers)) }
     }
-    Benchmark("DecodeResponses_BlockingAnswers") { benchmark in
+    Benchmark("EGDDecodeBlockingAnswers64KiB.Swift") { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(decodeBlockingAnswers(fixtures.blockingAnswers, with: &fixtures.responseDecoder))
         }
@@ -54,18 +58,18 @@ let benchmarks: @Sendable () -> Void = {
 
     // MARK: Encoding answers into a 64 KiB buffer
 
-    Benchmark("Baseline_Memcpy_BlockingAnswers") { benchmark in
+    Benchmark("EGDEncodeBlockingAnswers64KiB.Baseline") { benchmark in
         for _ in benchmark.scaledIterations { blackHole(copyChunks(fixtures.payloadBytes, into: fixtures.output)) }
     }
-    Benchmark("EncodeResponses_BlockingAnswers") { benchmark in
+    Benchmark("EGDEncodeBlockingAnswers64KiB.Swift") { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(encodeBlockingAnswers(fixtures.payload, into: fixtures.output))
         }
     }
-    Benchmark("Baseline_StoreBigEndian_LevelAnswers") { benchmark in
+    Benchmark("EGDEncodeLevelAnswers64KiB.Baseline") { benchmark in
         for _ in benchmark.scaledIterations { blackHole(storeBigEndian(into: fixtures.output)) }
     }
-    Benchmark("EncodeResponses_LevelAnswers") { benchmark in
+    Benchmark("EGDEncodeLevelAnswers64KiB.Swift") { benchmark in
         for _ in benchmark.scaledIterations { blackHole(encodeLevelAnswers(into: fixtures.output)) }
     }
 }
@@ -126,14 +130,20 @@ func byteSum(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
 }
 
 /// The least a request parser can do for a stream of 2-byte reads: step two bytes at a time,
-/// check the command, add the count. No state across reads, no validation of other commands.
+/// check the command, add the count. No state across reads (`readSize` must be even), no
+/// validation of other commands.
 @inline(never)
-func handParseReads(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+func handParseReads(_ bytes: UnsafeRawBufferPointer, readSize: Int = .max) -> UInt64 {
     var sum: UInt64 = 0
-    var index = 0
-    while index + 1 < bytes.count {
-        if bytes[index] == 0x02 { sum &+= UInt64(bytes[index + 1]) }
-        index += 2
+    var start = 0
+    while start < bytes.count {
+        let end = start + min(readSize, bytes.count - start)
+        var index = start
+        while index + 1 < end {
+            if bytes[index] == 0x02 { sum &+= UInt64(bytes[index + 1]) }
+            index += 2
+        }
+        start = end
     }
     return sum
 }
