@@ -27,6 +27,7 @@ let package = Package(
         // can drive a queue from the driver side or run a limiter on a manual clock.
         .library(name: "VirtQueueTestSupport", targets: ["VirtQueueTestSupport"]),
         .library(name: "RateLimitTestSupport", targets: ["RateLimitTestSupport"]),
+        .library(name: "EGDCodecTestSupport", targets: ["EGDCodecTestSupport"]),
         .library(name: "EntropySourcesTestSupport", targets: ["EntropySourcesTestSupport"]),
         .executable(name: "virtrng-sim", targets: ["virtrng-sim"]),
         .executable(name: "egd-client", targets: ["egd-client"]),
@@ -46,7 +47,7 @@ let package = Package(
         .target(name: "VirtQueue", dependencies: ["CVirtQueueAtomics"], swiftSettings: strictSettings),
         .target(name: "EGDCodec", swiftSettings: strictSettings),
         .target(name: "RateLimit", swiftSettings: strictSettings),
-        .target(name: "EntropySources", dependencies: ["CEntropyShims"], swiftSettings: strictSettings),
+        .target(name: "EntropySources", dependencies: ["CEntropyShims", "EGDCodec"], swiftSettings: strictSettings),
         .target(
             name: "VirtRNGCore",
             dependencies: ["VirtQueue", "EGDCodec", "RateLimit", "EntropySources"],
@@ -56,6 +57,7 @@ let package = Package(
         // MARK: Test support (driver-side simulation, fuzz harnesses, manual clocks)
         .target(name: "VirtQueueTestSupport", dependencies: ["VirtQueue"], swiftSettings: strictSettings),
         .target(name: "RateLimitTestSupport", dependencies: ["RateLimit"], swiftSettings: strictSettings),
+        .target(name: "EGDCodecTestSupport", dependencies: ["EGDCodec"], swiftSettings: strictSettings),
         .target(
             name: "EntropySourcesTestSupport", dependencies: ["EntropySources"], swiftSettings: strictSettings),
 
@@ -70,7 +72,9 @@ let package = Package(
         ),
         .executableTarget(
             name: "egd-client",
-            dependencies: ["EGDCodec", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "EGDCodec", "EntropySources", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
             swiftSettings: strictSettings
         ),
 
@@ -78,6 +82,18 @@ let package = Package(
         .executableTarget(
             name: "FuzzVirtQueue", dependencies: ["VirtQueueTestSupport"], path: "Fuzz/FuzzVirtQueue",
             exclude: ["Seeds"]),
+        .executableTarget(
+            name: "FuzzEGDServer",
+            dependencies: ["EGDCodecTestSupport"],
+            path: "Fuzz/FuzzEGDServer",
+            exclude: ["Seeds"]
+        ),
+        .executableTarget(
+            name: "FuzzEGDClient",
+            dependencies: ["EGDCodecTestSupport"],
+            path: "Fuzz/FuzzEGDClient",
+            exclude: ["Seeds"]
+        ),
 
         // MARK: Tests (Swift Testing)
         .testTarget(
@@ -90,7 +106,17 @@ let package = Package(
             dependencies: ["EntropySources", "EntropySourcesTestSupport"],
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "EGDCodecTests", dependencies: ["EGDCodec"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "EGDCodecTests",
+            dependencies: ["EGDCodec", "EGDCodecTestSupport"],
+            swiftSettings: strictSettings
+        ),
+        // Runs the built egd-client binary against a small EGD server on a unix socket in a temp dir.
+        .testTarget(
+            name: "EGDClientTests",
+            dependencies: ["egd-client", "EGDCodec", "EntropySources"],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "RateLimitTests",
             dependencies: ["RateLimit", "RateLimitTestSupport"],

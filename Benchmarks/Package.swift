@@ -43,6 +43,7 @@ let package = Package(
             ]
         ),
         benchmarkTarget("RateLimitBenchmarks", [.product(name: "RateLimit", package: rootIdentity)]),
+        benchmarkTarget("EGDCodecBenchmarks", [.product(name: "EGDCodec", package: rootIdentity)]),
         benchmarkTarget(
             "EntropySourcesBenchmarks",
             [

@@ -2,7 +2,8 @@
 """Reads package-benchmark's markdown output: prints p50 ratios of each benchmark against the baseline
 measured in the same run, and fails when a benchmark allocates (allocation counts are deterministic).
 
-Pairs: `X.Swift` against `X.C` (the plain C loop). Allocation gate: every benchmark's `Malloc (total)`
+Pairs: `X.Swift` against `X.C` (the plain C loop) or, where the baseline is a plain Swift loop over
+the same bytes, against `X.Baseline`. Allocation gate: every benchmark's `Malloc (total)`
 must be 0 at every percentile, except those named in Benchmarks/allocation-allowlist.txt.
 """
 import re
@@ -35,11 +36,13 @@ def main():
     print("\nRatios (p50 wall clock, same run):")
     for name in sorted(results):
         if name.endswith(".Swift"):
-            base = name[: -len(".Swift")] + ".C"
+            stem = name[: -len(".Swift")]
+            base = stem + ".C" if stem + ".C" in results else stem + ".Baseline"
             swift = next((v for k, v in results[name].items() if k.startswith("Time (wall clock)")), None)
             c = next((v for k, v in results.get(base, {}).items() if k.startswith("Time (wall clock)")), None)
             if swift and c and c[2] > 0:
-                print(f"  {name:<45} {swift[2]:>10.0f} ns  vs C {c[2]:>10.0f} ns  = {swift[2] / c[2]:.2f}x")
+                kind = "C" if base.endswith(".C") else "baseline"
+                print(f"  {name:<45} {swift[2]:>10.0f} ns  vs {kind} {c[2]:>10.0f} ns  = {swift[2] / c[2]:.2f}x")
     failures = []
     for name, metrics in sorted(results.items()):
         mallocs = next((v for k, v in metrics.items() if k.startswith("Malloc (total)")), None)

@@ -1,2 +1,0 @@
-import EGDCodec
-import Testing
