@@ -106,6 +106,34 @@ public enum EGDChunking: Sendable, Hashable {
 
 /// Feeds chunked streams to the decoders and collects what they produce.
 public enum EGDDripFeed {
+    /// Decodes a client's stream cut into reads by `chunking` with ``EGDRequestDecoder/decodeAll(_:_:)``,
+    /// one call per read: the outcome must equal ``decodeRequests(_:chunking:configuration:)``'s.
+    public static func decodeAllRequests(
+        _ stream: [UInt8],
+        chunking: EGDChunking,
+        configuration: EGDRequestDecoder.Configuration = .init()
+    ) -> EGDDecodeOutcome<EGDRequest> {
+        var decoder = EGDRequestDecoder(configuration: configuration)
+        var messages: [EGDRequest] = []
+        var failure: EGDDecodingError?
+        chunking.forEachChunk(of: stream) { chunk in
+            chunk.withUnsafeBytes { bytes in
+                do throws(EGDDecodingError) {
+                    try decoder.decodeAll(bytes) { messages.append($0) }
+                } catch {
+                    failure = error
+                }
+            }
+            return failure == nil
+        }
+        if let failure {
+            return EGDDecodeOutcome(messages: messages, error: failure, streamOffset: decoder.streamOffset)
+        }
+        var finishError: EGDDecodingError?
+        do { try decoder.finish() } catch { finishError = error }
+        return EGDDecodeOutcome(messages: messages, finishError: finishError, streamOffset: decoder.streamOffset)
+    }
+
     /// Decodes a client's stream cut into reads by `chunking`.
     public static func decodeRequests(
         _ stream: [UInt8],

@@ -49,6 +49,8 @@ public enum EGDFuzzHarness {
         for chunking in splits(of: stream, seed: seed) {
             let split = EGDDripFeed.decodeRequests(stream, chunking: chunking, configuration: configuration)
             check(split == whole, "split request decode differs: \(split) vs one-shot \(whole), stream \(stream)")
+            let batch = EGDDripFeed.decodeAllRequests(stream, chunking: chunking, configuration: configuration)
+            check(batch == whole, "decodeAll differs: \(batch) vs one-shot decode \(whole), stream \(stream)")
         }
         var reencoded: [UInt8] = []
         for message in whole.messages { message.append(to: &reencoded) }

@@ -75,6 +75,39 @@ let pipelinedRequestBytes: [UInt8] = {
     }
 
     @Test(arguments: [1, 2, 3, 7, 64, 255, 4096])
+    func decodeAllMatchesStepByStepDecodingAtEveryChunkSize(chunkSize: Int) {
+        let stepwise = EGDDripFeed.decodeRequests(pipelinedRequestBytes, chunking: .fixed(size: chunkSize))
+        let batch = EGDDripFeed.decodeAllRequests(pipelinedRequestBytes, chunking: .fixed(size: chunkSize))
+        #expect(batch == stepwise)
+        #expect(batch.messages == pipelinedRequests)
+    }
+
+    @Test func decodeAllMatchesStepByStepDecodingOnRandomStreams() {
+        var generator = SplitMix64Bytes(seed: 0x5EED)
+        for round in 0..<300 {
+            // Mostly pipelined reads, with every other command and some garbage mixed in.
+            var stream: [UInt8] = []
+            for _ in 0..<Int(generator.next() % 40) {
+                switch generator.next() % 10 {
+                case 0: stream += [0x00]
+                case 1: stream += [0x04]
+                case 2: stream += [0x03, 0x00, 0x08, 0x02, UInt8(truncatingIfNeeded: generator.next()), 0x55]
+                case 3: stream += [UInt8(truncatingIfNeeded: generator.next())]
+                case 4: stream += [0x01, UInt8(truncatingIfNeeded: generator.next())]
+                default: stream += [0x02, UInt8(truncatingIfNeeded: generator.next())]
+                }
+            }
+            for configuration in [EGDRequestDecoder.Configuration(), .init(acceptedCommands: [.readBlocking])] {
+                for chunking in [EGDChunking.whole, .fixed(size: 1), .fixed(size: 3), .random(maximum: 9, seed: 7)] {
+                    let stepwise = EGDDripFeed.decodeRequests(stream, chunking: chunking, configuration: configuration)
+                    let batch = EGDDripFeed.decodeAllRequests(stream, chunking: chunking, configuration: configuration)
+                    #expect(batch == stepwise, "round \(round), \(chunking), stream \(stream)")
+                }
+            }
+        }
+    }
+
+    @Test(arguments: [1, 2, 3, 7, 64, 255, 4096])
     func everyChunkSizeYieldsTheOneShotRequests(chunkSize: Int) {
         let split = EGDDripFeed.decodeRequests(EGDStreamSplitter.split(pipelinedRequestBytes, chunkSize: chunkSize))
         #expect(
@@ -156,5 +189,18 @@ let pipelinedRequestBytes: [UInt8] = {
         }
         #expect(count == 1)
         #expect(decoder.isIdle)
+    }
+}
+
+/// A tiny seeded generator for the random-stream test (SplitMix64).
+struct SplitMix64Bytes {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

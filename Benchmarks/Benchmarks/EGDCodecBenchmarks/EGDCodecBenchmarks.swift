@@ -34,6 +34,16 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // The batch API a server calls once per read(2): same baseline, same stream.
+    Benchmark("EGDDecodeAllReadBlocking4KiBReads.Baseline") { benchmark in
+        for _ in benchmark.scaledIterations { blackHole(handParseReads(fixtures.readBlockingStream, readSize: 4096)) }
+    }
+    Benchmark("EGDDecodeAllReadBlocking4KiBReads.Swift") { benchmark in
+        for _ in benchmark.scaledIterations {
+            blackHole(decodeAllRequests(fixtures.readBlockingStream, readSize: 4096, with: &fixtures.requestDecoder))
+        }
+    }
+
     // MARK: Server side: `03` writes of 255 bytes (253 requests per 64 KiB)
 
     Benchmark("EGDDecodeWrites64KiB.Baseline") { benchmark in
@@ -186,6 +196,34 @@ func decodeRequests(
         var input = bytes[start..<end]
         do {
             while let request = try decoder.decode(&input) {
+                switch request {
+                case .readBlocking(let count), .readNonBlocking(let count): sum &+= UInt64(count)
+                case .writeEntropy(let bits, let data): sum &+= UInt64(bits) &+ UInt64(data.count)
+                case .entropyLevel, .reportPID: sum &+= 1
+                }
+            }
+        } catch {
+            return 0
+        }
+        start = end
+    }
+    return sum
+}
+
+/// Decodes every request of `bytes` with `decodeAll`, one call per read of `readSize` bytes; returns a
+/// checksum.
+@inline(never)
+func decodeAllRequests(
+    _ bytes: UnsafeRawBufferPointer,
+    readSize: Int,
+    with decoder: inout EGDRequestDecoder
+) -> UInt64 {
+    var sum: UInt64 = 0
+    var start = 0
+    while start < bytes.count {
+        let end = start + min(readSize, bytes.count - start)
+        do {
+            try decoder.decodeAll(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) { request in
                 switch request {
                 case .readBlocking(let count), .readNonBlocking(let count): sum &+= UInt64(count)
                 case .writeEntropy(let bits, let data): sum &+= UInt64(bits) &+ UInt64(data.count)
