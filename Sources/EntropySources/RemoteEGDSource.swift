@@ -62,6 +62,8 @@ public final class RemoteEGDSource: EntropySource {
     /// A source for the server at `endpoint`; connects on the first fill.
     ///
     /// - Parameters:
+    ///   - endpoint: the server's unix socket path or TCP address.
+    ///   - configuration: timeouts, pipeline depth and retry budget.
     ///   - random: the generator behind backoff jitter (tests pass a seeded one).
     ///   - sleep: blocks the calling thread for a backoff delay (tests record the delay instead).
     /// - Throws: ``EntropySourceError/invalidParameter(name:value:)`` for a pipeline depth outside
