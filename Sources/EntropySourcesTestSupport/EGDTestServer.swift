@@ -46,12 +46,19 @@ public final class EGDTestServer: Sendable {
         UInt8(truncatingIfNeeded: index &* 7 &+ 3 &+ (index >> 8))
     }
 
+    /// The stream's period: it is sent from one precomputed table of this many bytes.
+    static let period = 65_536
+
     /// The temp directory holding the socket.
     public let directory: String
     /// The socket's path.
     public let path: String
     /// The largest piece a blocking answer is sent in.
     public let chunkSize: Int
+    /// Whether ``Record/requestBytes`` is kept (off for benchmarks: it grows without bound).
+    public let recordsRequests: Bool
+    /// One period of the stream; written once in `init`, read-only afterwards.
+    private nonisolated(unsafe) let table: UnsafeMutableRawBufferPointer
     private let state: Mutex<State>
 
     struct State: Sendable {
@@ -63,18 +70,22 @@ public final class EGDTestServer: Sendable {
     }
 
     /// A server (not yet listening) whose connections follow `plans` in order.
-    public init(plans: [ConnectionPlan] = [], chunkSize: Int = 100) {
+    public init(plans: [ConnectionPlan] = [], chunkSize: Int = 100, recordsRequests: Bool = true) {
         var template = Array("/tmp/egd-source-test-XXXXXX".utf8CString)
         let created = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         directory = created.map { String(cString: $0) } ?? "/tmp"
         path = directory + "/egd-pool"
         self.chunkSize = chunkSize
+        self.recordsRequests = recordsRequests
+        table = .allocate(byteCount: Self.period, alignment: 64)
+        for index in 0..<Self.period { table[index] = Self.byte(at: index) }
         state = Mutex(State(plans: plans))
     }
 
     deinit {
         stop()
         rmdir(directory)
+        table.deallocate()
     }
 
     /// The endpoint to connect to.
@@ -160,7 +171,7 @@ public final class EGDTestServer: Sendable {
             let client = accept(listener, nil, nil)
             guard client >= 0 else { continue }
             let plan = state.withLock { state -> ConnectionPlan in
-                state.record.requestBytes.append([])
+                if recordsRequests { state.record.requestBytes.append([]) }
                 return state.plans.isEmpty ? .serve : state.plans.removeFirst()
             }
             let crash = serve(client, plan: plan)
@@ -195,8 +206,7 @@ public final class EGDTestServer: Sendable {
                     defer { state.record.sent += piece }
                     return state.record.sent
                 }
-                let bytes = (0..<piece).map { Self.byte(at: start + $0) }
-                guard sendAll(bytes, on: client) else { return false }
+                guard sendStream(from: start, count: piece, on: client) else { return false }
                 sentHere += piece
                 owed -= piece
             }
@@ -211,7 +221,9 @@ public final class EGDTestServer: Sendable {
             guard poll(&entry, 1, 20) == 1 else { continue }
             let count = input.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) }
             guard count > 0 else { return false }
-            state.withLock { $0.record.requestBytes[$0.record.requestBytes.count - 1] += input[..<count] }
+            if recordsRequests {
+                state.withLock { $0.record.requestBytes[$0.record.requestBytes.count - 1] += input[..<count] }
+            }
             var pending = input[..<count]
             do {
                 while let request = try decoder.decode(&pending) {
@@ -224,12 +236,16 @@ public final class EGDTestServer: Sendable {
         return false
     }
 
-    private func sendAll(_ bytes: [UInt8], on client: CInt) -> Bool {
-        var offset = 0
-        while offset < bytes.count {
-            let sent = bytes[offset...].withUnsafeBytes { send(client, $0.baseAddress, $0.count, CInt(MSG_NOSIGNAL)) }
+    /// Sends stream bytes `start..<start + count` from ``table`` (no allocation).
+    private func sendStream(from start: Int, count: Int, on client: CInt) -> Bool {
+        var position = start
+        let end = start + count
+        while position < end {
+            let index = position & (Self.period - 1)
+            let length = min(end - position, Self.period - index)
+            let sent = send(client, table.baseAddress! + index, length, CInt(MSG_NOSIGNAL))
             guard sent > 0 else { return false }
-            offset += sent
+            position += sent
         }
         return true
     }
