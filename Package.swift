@@ -59,7 +59,8 @@ let package = Package(
         .target(name: "RateLimitTestSupport", dependencies: ["RateLimit"], swiftSettings: strictSettings),
         .target(name: "EGDCodecTestSupport", dependencies: ["EGDCodec"], swiftSettings: strictSettings),
         .target(
-            name: "EntropySourcesTestSupport", dependencies: ["EntropySources"], swiftSettings: strictSettings),
+            name: "EntropySourcesTestSupport", dependencies: ["EntropySources", "EGDCodec"],
+            swiftSettings: strictSettings),
 
         // MARK: Executables (thin: parse flags, wire, run)
         .executableTarget(

@@ -63,6 +63,13 @@ public indirect enum EntropySourceError: Error, Hashable, Sendable, CustomString
     case invalidParameter(name: String, value: Int)
     /// A source returned a count outside `1...requested` for a non-empty buffer.
     case contractViolation(source: String, returned: Int, requested: Int)
+    /// A ``RemoteEGDSource`` could not get its bytes within its retry budget: `attempts`
+    /// consecutive attempts failed (or the next backoff would have exceeded the total allowed),
+    /// the last with `lastError` (refused, timed out, closed mid-response, …).
+    case remoteUnavailable(source: String, attempts: Int, lastError: EGDConnectionError)
+    /// A ``RemoteEGDSource`` hit a failure that retrying cannot fix: an endpoint that cannot be
+    /// used (a socket path too long) or a server that violated the EGD protocol.
+    case remoteFailed(source: String, error: EGDConnectionError)
 
     /// Whether retrying the same source cannot help: the file is gone, ended or forbidden, the
     /// instruction is missing, the monitor latched, the pool is closed. Transient errors (a read
@@ -70,11 +77,11 @@ public indirect enum EntropySourceError: Error, Hashable, Sendable, CustomString
     public var isPermanent: Bool {
         switch self {
         case .notFound, .permissionDenied, .openFailed, .exhausted, .instructionNotSupported, .unhealthy,
-            .poolClosed, .invalidParameter, .contractViolation:
+            .poolClosed, .invalidParameter, .contractViolation, .remoteFailed:
             return true
         case .allSourcesFailed(let primary, let fallback):
             return primary.isPermanent && fallback.isPermanent
-        case .readFailed, .wouldBlock, .noHardwareRNG, .instructionFailed:
+        case .readFailed, .wouldBlock, .noHardwareRNG, .instructionFailed, .remoteUnavailable:
             return false
         }
     }
@@ -113,6 +120,10 @@ public indirect enum EntropySourceError: Error, Hashable, Sendable, CustomString
             return "invalid \(name): \(value)"
         case .contractViolation(let source, let returned, let requested):
             return "\(source) returned \(returned) bytes for a request of \(requested)"
+        case .remoteUnavailable(let source, let attempts, let lastError):
+            return "EGD server \(source) unavailable after \(attempts) attempts: \(lastError)"
+        case .remoteFailed(let source, let error):
+            return "EGD server \(source) failed: \(error)"
         }
     }
 }

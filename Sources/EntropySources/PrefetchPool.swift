@@ -149,11 +149,12 @@ extension EntropySourceError {
     var endsSource: Bool {
         switch self {
         case .exhausted, .notFound, .permissionDenied, .openFailed, .instructionNotSupported, .poolClosed,
-            .invalidParameter, .contractViolation:
+            .invalidParameter, .contractViolation, .remoteFailed:
             return true
         case .allSourcesFailed(let primary, let fallback):
             return primary.endsSource && fallback.endsSource
-        case .readFailed, .wouldBlock, .noHardwareRNG, .instructionFailed, .unhealthy:
+        case .readFailed, .wouldBlock, .noHardwareRNG, .instructionFailed, .unhealthy, .remoteUnavailable:
+            // A remote server that stayed away for a whole retry budget may come back: keep trying.
             return false
         }
     }
