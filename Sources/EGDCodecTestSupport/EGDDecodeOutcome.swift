@@ -113,10 +113,9 @@ public enum EGDDripFeed {
         chunking: EGDChunking,
         configuration: EGDRequestDecoder.Configuration = .init()
     ) -> EGDDecodeOutcome<EGDRequest> {
-        var decoder = EGDRequestDecoder(configuration: configuration)
-        var messages: [EGDRequest] = []
-        var failure: EGDDecodingError?
-        chunking.forEachChunk(of: stream) { chunk in
+        collectRequests(stream, chunking: chunking, configuration: configuration) {
+            (decoder, chunk, messages) throws(EGDDecodingError) in
+            var failure: EGDDecodingError?
             chunk.withUnsafeBytes { bytes in
                 do throws(EGDDecodingError) {
                     try decoder.decodeAll(bytes) { messages.append($0) }
@@ -124,14 +123,8 @@ public enum EGDDripFeed {
                     failure = error
                 }
             }
-            return failure == nil
+            if let failure { throw failure }
         }
-        if let failure {
-            return EGDDecodeOutcome(messages: messages, error: failure, streamOffset: decoder.streamOffset)
-        }
-        var finishError: EGDDecodingError?
-        do { try decoder.finish() } catch { finishError = error }
-        return EGDDecodeOutcome(messages: messages, finishError: finishError, streamOffset: decoder.streamOffset)
     }
 
     /// Decodes a client's stream cut into reads by `chunking`.
@@ -140,18 +133,31 @@ public enum EGDDripFeed {
         chunking: EGDChunking,
         configuration: EGDRequestDecoder.Configuration = .init()
     ) -> EGDDecodeOutcome<EGDRequest> {
+        collectRequests(stream, chunking: chunking, configuration: configuration) {
+            (decoder, chunk, messages) throws(EGDDecodingError) in
+            var input = chunk
+            while let request = try decoder.decode(&input) { messages.append(request) }
+            if !input.isEmpty { fatalError("EGDRequestDecoder returned nil with \(input.count) bytes unconsumed") }
+        }
+    }
+
+    /// Feeds each read to `decodeChunk` until it throws, then finishes the stream: the outcome.
+    private static func collectRequests(
+        _ stream: [UInt8],
+        chunking: EGDChunking,
+        configuration: EGDRequestDecoder.Configuration,
+        decodeChunk: (inout EGDRequestDecoder, ArraySlice<UInt8>, inout [EGDRequest]) throws(EGDDecodingError) -> Void
+    ) -> EGDDecodeOutcome<EGDRequest> {
         var decoder = EGDRequestDecoder(configuration: configuration)
         var messages: [EGDRequest] = []
         var failure: EGDDecodingError?
         chunking.forEachChunk(of: stream) { chunk in
-            var input = chunk
             do throws(EGDDecodingError) {
-                while let request = try decoder.decode(&input) { messages.append(request) }
+                try decodeChunk(&decoder, chunk, &messages)
             } catch {
                 failure = error
                 return false
             }
-            if !input.isEmpty { fatalError("EGDRequestDecoder returned nil with \(input.count) bytes unconsumed") }
             return true
         }
         if let failure {

@@ -83,7 +83,7 @@ let pipelinedRequestBytes: [UInt8] = {
     }
 
     @Test func decodeAllMatchesStepByStepDecodingOnRandomStreams() {
-        var generator = SplitMix64Bytes(seed: 0x5EED)
+        var generator = SplitMix64(seed: 0x5EED)
         for round in 0..<300 {
             // Mostly pipelined reads, with every other command and some garbage mixed in.
             var stream: [UInt8] = []
@@ -189,18 +189,5 @@ let pipelinedRequestBytes: [UInt8] = {
         }
         #expect(count == 1)
         #expect(decoder.isIdle)
-    }
-}
-
-/// A tiny seeded generator for the random-stream test (SplitMix64).
-struct SplitMix64Bytes {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
