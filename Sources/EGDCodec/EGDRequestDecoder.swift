@@ -144,7 +144,13 @@ public struct EGDRequestDecoder: Sendable {
                     guard command == 0x02 || command == 0x01, accepted & (1 &<< command) != 0 else { break }
                     let count = input[index &+ 1]
                     index &+= 2
-                    body(command == 0x02 ? .readBlocking(count: count) : .readNonBlocking(count: count))
+                    // One case per branch: the compiler then knows the value holds no payload buffer
+                    // and drops the per-request destroy call a conditional expression needed.
+                    if command == 0x02 {
+                        body(.readBlocking(count: count))
+                    } else {
+                        body(.readNonBlocking(count: count))
+                    }
                 }
                 consumed &+= UInt64(index &- start)
                 if index == end { return }
