@@ -92,124 +92,227 @@ public struct FIPSTest: Sendable {
     /// on a pass); use ``analyze(_:)`` for the statistics.
     public mutating func test(_ block: UnsafeRawBufferPointer) -> FIPSFailures {
         precondition(block.count == Self.blockSize, "a FIPS block is \(Self.blockSize) bytes")
-        var stats = Tally()
-        stats.count(block, tables: FIPSTables.shared)
-        var failures = stats.verdict(tables: FIPSTables.shared, block: block)
-        if continuousFails(block) { failures.insert(.continuousRun) }
-        return failures
+        return Tally(block, lastWord: &lastWord).verdict(block: block)
     }
 
     /// Tests one block and returns its statistics.
     public mutating func analyze(_ block: UnsafeRawBufferPointer) -> FIPSBlockResult {
         precondition(block.count == Self.blockSize, "a FIPS block is \(Self.blockSize) bytes")
-        var stats = Tally()
-        stats.count(block, tables: FIPSTables.shared)
-        var failures = stats.verdict(tables: FIPSTables.shared, block: block)
-        if continuousFails(block) { failures.insert(.continuousRun) }
-        let s = stats.summary(tables: FIPSTables.shared)
+        let tally = Tally(block, lastWord: &lastWord)
+        let zeros = Tally.runs(tally.zeroWindows)
+        let ones = Tally.runs(tally.oneWindows)
         return FIPSBlockResult(
-            failures: failures, ones: s.ones, pokerSum: s.poker, zeroRuns: s.zeroRuns, oneRuns: s.oneRuns)
-    }
-
-    /// rng-tools' continuous test: each little-endian 32-bit word against the previous one.
-    private mutating func continuousFails(_ block: UnsafeRawBufferPointer) -> Bool {
-        var previous = lastWord
-        var failed = false
-        var offset = 0
-        while offset + 4 <= block.count {
-            let word = UInt32(littleEndian: block.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-            if word == previous { failed = true }
-            previous = word
-            offset += 4
-        }
-        lastWord = previous
-        return failed
+            failures: tally.verdict(block: block), ones: tally.ones, pokerSum: tally.poker,
+            zeroRuns: (0..<6).map { Int(zeros[$0]) }, oneRuns: (0..<6).map { Int(ones[$0]) })
     }
 }
 
-/// Per-block counters: a histogram of byte values and of adjacent (trailing, leading) run codes.
+/// Per-block counters and the statistics derived from them.
+///
+/// One pass over the block, eight bytes per load, keeps two 256-entry histograms: byte values, and
+/// byte-boundary codes (the previous byte's trailing run and bit, this byte's leading run and bit).
+/// Everything else comes from these at the end of the block in a few hundred operations:
+///
+/// - the nibble counts f (poker, monobit) are the histogram's row and column sums;
+/// - W_j, the number of windows of j equal bits (j = 1...7), splits into windows inside a nibble
+///   (from f), windows straddling the middle of a byte (from row and column sums of the histogram
+///   seen as a 16 × 16 matrix) and windows straddling a byte boundary (from the boundary codes).
+///   Both straddling parts use S[a][b], the number of boundaries whose left side ends in a run of
+///   at least a equal bits and whose right side starts with at least b more of them:
+///   the straddling windows of length j number Σ_(u = 1...j−1) S[u][j − u].
 struct Tally {
-    var bytes = Histogram()
-    var pairs = Histogram()
+    /// W_1...W_7 for zeros (`zeros[j − 1]`) and ones.
+    var zeroWindows = SIMD8<Int32>.zero
+    var oneWindows = SIMD8<Int32>.zero
+    /// Σ f[i]² over the 16 nibble counts.
+    var poker = 0
+    /// Whether two adjacent bytes are both 0x00 or both 0xFF (a precondition for a long run).
+    var uniformPair = false
+    /// The continuous test failed inside this block (or against `lastWord`).
+    var repeatedWord = false
 
-    struct Histogram {
-        var storage: (SIMD64<UInt16>, SIMD64<UInt16>, SIMD64<UInt16>, SIMD64<UInt16>) = (.zero, .zero, .zero, .zero)
+    var ones: Int { Int(oneWindows[0]) }
+
+    /// Counts `block` (``FIPSTest/blockSize`` bytes); `lastWord` is the continuous test's carry.
+    init(_ block: UnsafeRawBufferPointer, lastWord: inout UInt32?) {
+        let tables = FIPSTables.shared
+        let codes = tables.codes
+        let p = block.baseAddress!
+        self = withUnsafeTemporaryAllocation(of: UInt16.self, capacity: 512) { scratch in
+            let counts = scratch.baseAddress!
+            counts.initialize(repeating: 0, count: 512)
+            let pairs = counts + 256
+            var tail = 0  // the boundary before byte 0 is counted under tail code 0 and removed below
+            var repeated: UInt32 = 0
+            var previous = lastWord ?? ~UInt32(littleEndian: p.loadUnaligned(as: UInt32.self))
+            @inline(__always) func step(_ byte: UInt64) {
+                let b = Int(truncatingIfNeeded: byte & 0xFF)
+                counts[b] &+= 1
+                let code = Int(codes[b])
+                pairs[tail | (code & 0x0F)] &+= 1
+                tail = code & 0xF0
+            }
+            var offset = 0
+            let wholeWords = FIPSTest.blockSize & ~7
+            while offset < wholeWords {
+                let x = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+                let low = UInt32(truncatingIfNeeded: x)
+                let high = UInt32(truncatingIfNeeded: x >> 32)
+                repeated |= (low == previous ? 1 : 0) | (high == low ? 1 : 0)
+                previous = high
+                step(x)
+                step(x >> 8)
+                step(x >> 16)
+                step(x >> 24)
+                step(x >> 32)
+                step(x >> 40)
+                step(x >> 48)
+                step(x >> 56)
+                offset += 8
+            }
+            while offset < FIPSTest.blockSize {  // 2,500 = 312 × 8 + 4: one 32-bit word left
+                let w = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+                repeated |= w == previous ? 1 : 0
+                previous = w
+                let x = UInt64(w)
+                step(x)
+                step(x >> 8)
+                step(x >> 16)
+                step(x >> 24)
+                offset += 4
+            }
+            lastWord = previous
+            pairs[Int(codes[Int(p.load(as: UInt8.self))] & 0x0F)] &-= 1
+            var tally = Tally(counts: UnsafePointer(counts), pairs: UnsafePointer(pairs))
+            tally.repeatedWord = repeated != 0
+            return tally
+        }
     }
 
-    mutating func count(_ block: UnsafeRawBufferPointer, tables: FIPSTables) {
-        tables.codes.withUnsafeBufferPointer { codes in
-            withUnsafeMutableBytes(of: &bytes.storage) { rawBytes in
-                withUnsafeMutableBytes(of: &pairs.storage) { rawPairs in
-                    let byteCounts = rawBytes.baseAddress!.assumingMemoryBound(to: UInt16.self)
-                    let pairCounts = rawPairs.baseAddress!.assumingMemoryBound(to: UInt16.self)
-                    let p = block.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                    var previousTail = Int(codes[Int(p[0])] & 0xF0)
-                    byteCounts[Int(p[0])] &+= 1
-                    for i in 1..<block.count {
-                        let b = Int(p[i])
-                        byteCounts[b] &+= 1
-                        let code = Int(codes[b])
-                        pairCounts[previousTail | (code & 0x0F)] &+= 1
-                        previousTail = code & 0xF0
+    /// The statistics from the two histograms.
+    private init(counts: UnsafePointer<UInt16>, pairs: UnsafePointer<UInt16>) {
+        uniformPair = pairs[0x77] != 0 || pairs[0xFF] != 0
+        let raw = UnsafeRawPointer(counts)
+        // Rows: high nibble h, lanes: low nibble l.
+        var columns = SIMD16<UInt16>.zero
+        var rowSums = SIMD16<UInt16>.zero
+        // Middle-of-byte straddles: S_mid[v][a] as a vector over the low nibble, for the rows whose
+        // high nibble ends in at least a bits equal to v (a = 1...4).
+        var mid0 = (SIMD16<UInt16>.zero, SIMD16<UInt16>.zero, SIMD16<UInt16>.zero, SIMD16<UInt16>.zero)
+        var mid1 = (SIMD16<UInt16>.zero, SIMD16<UInt16>.zero, SIMD16<UInt16>.zero, SIMD16<UInt16>.zero)
+        for h in 0..<16 {
+            let row = raw.loadUnaligned(fromByteOffset: h * 32, as: SIMD16<UInt16>.self)
+            columns &+= row
+            rowSums[h] = row.wrappedSum()
+            if h & 1 == 0 {
+                mid0.0 &+= row
+                if h & 3 == 0 {
+                    mid0.1 &+= row
+                    if h & 7 == 0 {
+                        mid0.2 &+= row
+                        if h == 0 { mid0.3 &+= row }
+                    }
+                }
+            } else {
+                mid1.0 &+= row
+                if h & 3 == 3 {
+                    mid1.1 &+= row
+                    if h & 7 == 7 {
+                        mid1.2 &+= row
+                        if h == 15 { mid1.3 &+= row }
                     }
                 }
             }
         }
-    }
+        let f = SIMD16<Int32>(truncatingIfNeeded: columns &+ rowSums)
+        poker = Int((f &* f).wrappedSum())
 
-    /// W-vector sums: lanes 0...6 windows of 1...7 zeros, lane 7 ones count, lanes 8...14 windows of
-    /// 1...7 ones.
-    func windows(tables: FIPSTables) -> SIMD16<UInt32> {
-        var acc = SIMD16<UInt32>.zero
-        tables.byteWindows.withUnsafeBufferPointer { byteWindows in
-            withUnsafeBytes(of: bytes.storage) { raw in
-                let counts = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
-                for b in 0..<256 where counts[b] != 0 {
-                    acc &+=
-                        SIMD16<UInt32>(repeating: UInt32(counts[b]))
-                        &* SIMD16<UInt32>(truncatingIfNeeded: byteWindows[b])
+        // Windows inside a nibble, W_j for j = 1...4.
+        var w0 = SIMD8<Int32>.zero
+        var w1 = SIMD8<Int32>.zero
+        for j in 1...4 {
+            w0[j - 1] = (f &* Self.nibbleWindows0[j - 1]).wrappedSum()
+            w1[j - 1] = (f &* Self.nibbleWindows1[j - 1]).wrappedSum()
+        }
+
+        // S[a][b] (a, b = 1...4) for the middle of the byte: the low nibble starts with at least b
+        // bits equal to v, i.e. lanes 0..<2^(4−b) (v = 0) or 16−2^(4−b)..<16 (v = 1).
+        func leading(_ x: SIMD16<UInt16>, bit v: Int) -> SIMD4<Int32> {
+            if v == 0 {
+                let s4 = Int32(x[0])
+                let s3 = s4 + Int32(x[1])
+                let s2 = s3 + Int32(x[2]) + Int32(x[3])
+                let s1 = s2 + Int32(x[4]) + Int32(x[5]) + Int32(x[6]) + Int32(x[7])
+                return SIMD4(s1, s2, s3, s4)
+            } else {
+                let s4 = Int32(x[15])
+                let s3 = s4 + Int32(x[14])
+                let s2 = s3 + Int32(x[13]) + Int32(x[12])
+                let s1 = s2 + Int32(x[11]) + Int32(x[10]) + Int32(x[9]) + Int32(x[8])
+                return SIMD4(s1, s2, s3, s4)
+            }
+        }
+        let m0 = (leading(mid0.0, bit: 0), leading(mid0.1, bit: 0), leading(mid0.2, bit: 0), leading(mid0.3, bit: 0))
+        let m1 = (leading(mid1.0, bit: 1), leading(mid1.1, bit: 1), leading(mid1.2, bit: 1), leading(mid1.3, bit: 1))
+        func middle(_ m: (SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>), _ a: Int, _ b: Int) -> Int32 {
+            guard a <= 4, b <= 4 else { return 0 }
+            switch a {
+            case 1: return m.0[b - 1]
+            case 2: return m.1[b - 1]
+            case 3: return m.2[b - 1]
+            default: return m.3[b - 1]
+            }
+        }
+
+        for j in 2...7 {
+            for u in max(1, j - 4)...min(4, j - 1) {
+                w0[j - 1] &+= middle(m0, u, j - u)
+                w1[j - 1] &+= middle(m1, u, j - u)
+            }
+        }
+
+        // S[a][b] for byte boundaries from the boundary codes: rows t (trailing run of the
+        // previous byte, 1...8), lanes l (leading run of this byte); R_a = Σ_(t ≥ a) row_t, then
+        // S[a][b] = Σ_(l ≥ b) R_a[l − 1], which adds to W_(a+b).
+        func addBoundaryWindows(_ w: inout SIMD8<Int32>, bit v: Int) {
+            var r = SIMD8<Int32>.zero
+            for a in stride(from: 8, through: 1, by: -1) {
+                let index = (v << 3 | (a - 1)) << 4 | v << 3
+                r &+= SIMD8<Int32>(
+                    truncatingIfNeeded: UnsafeRawPointer(pairs).loadUnaligned(
+                        fromByteOffset: index * 2, as: SIMD8<UInt16>.self))
+                guard a <= 6 else { continue }
+                var s: Int32 = 0
+                for b in stride(from: 8, through: 1, by: -1) {
+                    s &+= r[b - 1]
+                    if a + b <= 7 { w[a + b - 1] &+= s }
                 }
             }
         }
-        tables.pairWindows.withUnsafeBufferPointer { pairWindows in
-            withUnsafeBytes(of: pairs.storage) { raw in
-                let counts = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
-                for i in 0..<256 where counts[i] != 0 {
-                    acc &+=
-                        SIMD16<UInt32>(repeating: UInt32(counts[i]))
-                        &* SIMD16<UInt32>(truncatingIfNeeded: pairWindows[i])
-                }
-            }
-        }
-        return acc
+        addBoundaryWindows(&w0, bit: 0)
+        addBoundaryWindows(&w1, bit: 1)
+        zeroWindows = w0
+        oneWindows = w1
     }
 
-    func pokerSum() -> Int {
-        withUnsafeBytes(of: bytes.storage) { raw in
-            let counts = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
-            var nibbles = (SIMD16<Int32>.zero)
-            for hi in 0..<16 {
-                var rowSum: Int32 = 0
-                for lo in 0..<16 {
-                    let c = Int32(counts[hi << 4 | lo])
-                    rowSum &+= c
-                    nibbles[lo] &+= c
-                }
-                nibbles[hi] &+= rowSum
-            }
-            var s = 0
-            for i in 0..<16 { s += Int(nibbles[i]) * Int(nibbles[i]) }
-            return s
+    /// Windows of j = 1...4 equal bits inside each nibble value, zeros and ones.
+    static let nibbleWindows0: [SIMD16<Int32>] = (1...4).map { j in nibbleWindowTable(j, bit: 0) }
+    static let nibbleWindows1: [SIMD16<Int32>] = (1...4).map { j in nibbleWindowTable(j, bit: 1) }
+
+    static func nibbleWindowTable(_ j: Int, bit v: Int) -> SIMD16<Int32> {
+        var t = SIMD16<Int32>.zero
+        for n in 0..<16 {
+            let bits = (0..<4).map { (n >> (3 - $0)) & 1 }
+            for start in 0...(4 - j) where bits[start..<(start + j)].allSatisfy({ $0 == v }) { t[n] += 1 }
         }
+        return t
     }
 
-    /// Runs of length 1...5 and 6+ for bit value `v` from the window sums.
-    /// Lanes 0...5: runs of length 1...5 and 6+; lanes 6, 7 are zero.
-    static func runs(_ w: SIMD16<UInt32>, bit v: Int) -> SIMD8<Int32> {
-        let base = v == 0 ? 0 : 8
-        // W_j for j = 1...7; runs ≥ k = W_k − W_(k+1); runs of exactly k = (≥ k) − (≥ k+1).
+    /// Runs of length 1...5 and 6+ (lanes 0...5) from W_1...W_7: runs of length ≥ k number
+    /// W_k − W_(k+1).
+    static func runs(_ w: SIMD8<Int32>) -> SIMD8<Int32> {
         var atLeast = SIMD8<Int32>.zero
-        for k in 1...6 { atLeast[k - 1] = Int32(w[base + k - 1]) - Int32(w[base + k]) }
+        for k in 1...6 { atLeast[k - 1] = w[k - 1] - w[k] }
         var exact = SIMD8<Int32>.zero
         for k in 0..<5 { exact[k] = atLeast[k] - atLeast[k + 1] }
         exact[5] = atLeast[5]
@@ -219,72 +322,70 @@ struct Tally {
     static let runLower = SIMD8<Int32>(2_315, 1_114, 527, 240, 103, 103, 0, 0)
     static let runUpper = SIMD8<Int32>(2_685, 1_386, 723, 384, 209, 209, 0, 0)
 
-    func summary(tables: FIPSTables) -> (ones: Int, poker: Int, zeroRuns: [Int], oneRuns: [Int]) {
-        let w = windows(tables: tables)
-        let zeros = Self.runs(w, bit: 0)
-        let ones = Self.runs(w, bit: 1)
-        return (Int(w[7]), pokerSum(), (0..<6).map { Int(zeros[$0]) }, (0..<6).map { Int(ones[$0]) })
-    }
-
-    func verdict(tables: FIPSTables, block: UnsafeRawBufferPointer) -> FIPSFailures {
-        let w = windows(tables: tables)
+    func verdict(block: UnsafeRawBufferPointer) -> FIPSFailures {
         var failures: FIPSFailures = []
-        if !FIPSTest.monobitRange.contains(Int(w[7])) { failures.insert(.monobit) }
-        if !FIPSTest.pokerRange.contains(pokerSum()) { failures.insert(.poker) }
-        for v in 0...1 {
-            let r = Self.runs(w, bit: v)
-            if any(r .< Self.runLower) || any(r .> Self.runUpper) { failures.insert(.runs) }
+        if !FIPSTest.monobitRange.contains(ones) { failures.insert(.monobit) }
+        if !FIPSTest.pokerRange.contains(poker) { failures.insert(.poker) }
+        let zeros = Self.runs(zeroWindows)
+        let ones = Self.runs(oneWindows)
+        if any(zeros .< Self.runLower) || any(zeros .> Self.runUpper) || any(ones .< Self.runLower)
+            || any(ones .> Self.runUpper)
+        {
+            failures.insert(.runs)
         }
-        // A run of ≥ 26 bits spans two whole equal bytes (0x00 0x00 or 0xFF 0xFF), whose pair code
-        // (trailing run 8, leading run 8) is unique; only then scan the block.
-        let uniformPairs = withUnsafeBytes(of: pairs.storage) { raw in
-            let counts = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
-            return counts[0x77] != 0 || counts[0xFF] != 0
-        }
-        if uniformPairs && Self.longestRun(block) >= FIPSTest.longRunLength { failures.insert(.longRun) }
+        // A run of ≥ 26 bits covers two whole equal bytes (0x00 0x00 or 0xFF 0xFF): only then look.
+        if uniformPair && Self.hasLongRun(block) { failures.insert(.longRun) }
+        if repeatedWord { failures.insert(.continuousRun) }
         return failures
     }
 
-    /// The longest run of equal bits in the block that touches a byte boundary, byte by byte with
-    /// the leading/trailing run codes (runs inside one byte are at most 6 bits, far below 26).
-    static func longestRun(_ block: UnsafeRawBufferPointer) -> Int {
-        FIPSTables.shared.codes.withUnsafeBufferPointer { codes in
-            var longest = 0
-            var bit = -1
-            var length = 0
-            for byte in block {
-                let code = Int(codes[Int(byte)])
-                let msb = (code >> 3) & 1
-                let leading = (code & 7) + 1
-                length = msb == bit ? length + leading : leading
-                bit = msb
-                longest = max(longest, length)
-                if leading < 8 {
-                    bit = code >> 7
-                    length = ((code >> 4) & 7) + 1
-                }
+    /// Whether a run of ``FIPSTest/longRunLength`` or more equal bits exists: every such run
+    /// contains two adjacent bytes both 0x00 or both 0xFF, so only those are extended.
+    static func hasLongRun(_ block: UnsafeRawBufferPointer) -> Bool {
+        let codes = FIPSTables.shared.codes
+        let p = block.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        let n = block.count
+        var i = 0
+        while i + 1 < n {
+            let u = p[i]
+            guard (u == 0 || u == 0xFF) && p[i + 1] == u else {
+                i += 1
+                continue
             }
-            return longest
+            var start = i
+            while start > 0 && p[start - 1] == u { start -= 1 }
+            var end = i + 1
+            while end + 1 < n && p[end + 1] == u { end += 1 }
+            var length = (end - start + 1) * 8
+            let bit = Int(u & 1)
+            if start > 0 {
+                let code = Int(codes[Int(p[start - 1])])
+                if code >> 7 == bit { length += (code >> 4) & 7 + 1 }
+            }
+            if end + 1 < n {
+                let code = Int(codes[Int(p[end + 1])])
+                if (code >> 3) & 1 == bit { length += code & 7 + 1 }
+            }
+            if length >= FIPSTest.longRunLength { return true }
+            i = end + 1
         }
+        return false
     }
 }
 
-/// Lookup tables for ``Tally``, built once.
-final class FIPSTables: Sendable {
+/// Lookup table for ``Tally``, built once.
+///
+/// `@unchecked Sendable`: the table is written in `init`, only read afterwards, and never freed
+/// (one instance for the process).
+final class FIPSTables: @unchecked Sendable {
     static let shared = FIPSTables()
 
     /// Per byte: high nibble = trailing code (lsb << 3 | (trailing run − 1)), low nibble = leading code
     /// (msb << 3 | (leading run − 1)); runs measured in stream order (MSB first).
-    let codes: [UInt8]
-    /// Per byte: windows of 1...7 equal bits inside the byte (lanes as in ``Tally/windows(tables:)``).
-    let byteWindows: [SIMD16<UInt16>]
-    /// Per pair code (trailing code << 4 | leading code): windows of 2...7 equal bits straddling the
-    /// byte boundary.
-    let pairWindows: [SIMD16<UInt16>]
+    let codes: UnsafePointer<UInt8>
 
     private init() {
-        var codes = [UInt8](repeating: 0, count: 256)
-        var byteWindows = [SIMD16<UInt16>](repeating: .zero, count: 256)
+        let codes = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
         for value in 0..<256 {
             let bits = (0..<8).map { (value >> (7 - $0)) & 1 }  // stream order
             var leading = 1
@@ -292,36 +393,7 @@ final class FIPSTables: Sendable {
             var trailing = 1
             while trailing < 8 && bits[7 - trailing] == bits[7] { trailing += 1 }
             codes[value] = UInt8((bits[7] << 3 | (trailing - 1)) << 4 | (bits[0] << 3 | (leading - 1)))
-            var w = SIMD16<UInt16>.zero
-            for j in 1...7 {
-                for start in 0...(8 - j) {
-                    let window = bits[start..<(start + j)]
-                    if window.allSatisfy({ $0 == 0 }) { w[j - 1] += 1 }
-                    if window.allSatisfy({ $0 == 1 }) { w[8 + j - 1] += 1 }
-                }
-            }
-            w[7] = UInt16(value.nonzeroBitCount)
-            byteWindows[value] = w
         }
-        var pairWindows = [SIMD16<UInt16>](repeating: .zero, count: 256)
-        for index in 0..<256 {
-            let tail = index >> 4
-            let head = index & 0x0F
-            let v = tail >> 3
-            guard v == head >> 3 else { continue }
-            let t = (tail & 7) + 1
-            let l = (head & 7) + 1
-            var w = SIMD16<UInt16>.zero
-            for j in 2...7 {
-                // u bits before the boundary (1...t), j − u after it (1...l).
-                let low = max(1, j - l)
-                let high = min(j - 1, t)
-                if high >= low { w[(v == 0 ? 0 : 8) + j - 1] = UInt16(high - low + 1) }
-            }
-            pairWindows[index] = w
-        }
-        self.codes = codes
-        self.byteWindows = byteWindows
-        self.pairWindows = pairWindows
+        self.codes = UnsafePointer(codes)
     }
 }
