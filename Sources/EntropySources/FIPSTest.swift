@@ -136,7 +136,8 @@ struct Tally {
     /// Counts `block` (``FIPSTest/blockSize`` bytes); `lastWord` is the continuous test's carry.
     init(_ block: UnsafeRawBufferPointer, lastWord: inout UInt32?) {
         let tables = FIPSTables.shared
-        let codes = tables.codes
+        let heads = tables.heads
+        let tails = tables.tails
         let p = block.baseAddress!
         self = withUnsafeTemporaryAllocation(of: UInt16.self, capacity: 512) { scratch in
             let counts = scratch.baseAddress!
@@ -148,9 +149,8 @@ struct Tally {
             @inline(__always) func step(_ byte: UInt64) {
                 let b = Int(truncatingIfNeeded: byte & 0xFF)
                 counts[b] &+= 1
-                let code = Int(codes[b])
-                pairs[tail | (code & 0x0F)] &+= 1
-                tail = code & 0xF0
+                pairs[tail | Int(heads[b])] &+= 1
+                tail = Int(tails[b])
             }
             var offset = 0
             let wholeWords = FIPSTest.blockSize & ~7
@@ -182,130 +182,96 @@ struct Tally {
                 offset += 4
             }
             lastWord = previous
-            pairs[Int(codes[Int(p.load(as: UInt8.self))] & 0x0F)] &-= 1
-            var tally = Tally(counts: UnsafePointer(counts), pairs: UnsafePointer(pairs))
+            pairs[Int(heads[Int(p.load(as: UInt8.self))])] &-= 1
+            var tally = Tally(counts: UnsafePointer(counts), pairs: UnsafePointer(pairs), tables: tables)
             tally.repeatedWord = repeated != 0
             return tally
         }
     }
 
-    /// The statistics from the two histograms.
-    private init(counts: UnsafePointer<UInt16>, pairs: UnsafePointer<UInt16>) {
+    /// The statistics from the two histograms (scalar code on packed 16-bit lanes: every count
+    /// here is at most 20,000).
+    private init(counts c: UnsafePointer<UInt16>, pairs: UnsafePointer<UInt16>, tables: FIPSTables) {
         uniformPair = pairs[0x77] != 0 || pairs[0xFF] != 0
-        let raw = UnsafeRawPointer(counts)
-        // Rows: high nibble h, lanes: low nibble l.
-        var columns = SIMD16<UInt16>.zero
-        var rowSums = SIMD16<UInt16>.zero
-        // Middle-of-byte straddles: S_mid[v][a] as a vector over the low nibble, for the rows whose
-        // high nibble ends in at least a bits equal to v (a = 1...4).
-        var mid0 = (SIMD16<UInt16>.zero, SIMD16<UInt16>.zero, SIMD16<UInt16>.zero, SIMD16<UInt16>.zero)
-        var mid1 = (SIMD16<UInt16>.zero, SIMD16<UInt16>.zero, SIMD16<UInt16>.zero, SIMD16<UInt16>.zero)
-        for h in 0..<16 {
-            let row = raw.loadUnaligned(fromByteOffset: h * 32, as: SIMD16<UInt16>.self)
-            columns &+= row
-            rowSums[h] = row.wrappedSum()
-            if h & 1 == 0 {
-                mid0.0 &+= row
-                if h & 3 == 0 {
-                    mid0.1 &+= row
-                    if h & 7 == 0 {
-                        mid0.2 &+= row
-                        if h == 0 { mid0.3 &+= row }
-                    }
-                }
-            } else {
-                mid1.0 &+= row
-                if h & 3 == 3 {
-                    mid1.1 &+= row
-                    if h & 7 == 7 {
-                        mid1.2 &+= row
-                        if h == 15 { mid1.3 &+= row }
-                    }
-                }
-            }
-        }
-        let f = SIMD16<Int32>(truncatingIfNeeded: columns &+ rowSums)
-        poker = Int((f &* f).wrappedSum())
-
-        // Windows inside a nibble, W_j for j = 1...4.
+        // The byte histogram as a 16 × 16 matrix (row: high nibble h, column: low nibble l).
+        // f = row sums + column sums. Per row, the sums over the low nibbles that start with at
+        // least b = 1...4 zeros (l < 2^(4−b)) or ones (l ≥ 16 − 2^(4−b)), packed 16 bits per b;
+        // summed over the rows whose high nibble ends in at least a bits of the same value they
+        // give S[a][b] for the middle of the byte.
         var w0 = SIMD8<Int32>.zero
         var w1 = SIMD8<Int32>.zero
-        for j in 1...4 {
-            w0[j - 1] = (f &* Self.nibbleWindows0[j - 1]).wrappedSum()
-            w1[j - 1] = (f &* Self.nibbleWindows1[j - 1]).wrappedSum()
-        }
-
-        // S[a][b] (a, b = 1...4) for the middle of the byte: the low nibble starts with at least b
-        // bits equal to v, i.e. lanes 0..<2^(4−b) (v = 0) or 16−2^(4−b)..<16 (v = 1).
-        func leading(_ x: SIMD16<UInt16>, bit v: Int) -> SIMD4<Int32> {
-            if v == 0 {
-                let s4 = Int32(x[0])
-                let s3 = s4 + Int32(x[1])
-                let s2 = s3 + Int32(x[2]) + Int32(x[3])
-                let s1 = s2 + Int32(x[4]) + Int32(x[5]) + Int32(x[6]) + Int32(x[7])
-                return SIMD4(s1, s2, s3, s4)
-            } else {
-                let s4 = Int32(x[15])
-                let s3 = s4 + Int32(x[14])
-                let s2 = s3 + Int32(x[13]) + Int32(x[12])
-                let s1 = s2 + Int32(x[11]) + Int32(x[10]) + Int32(x[9]) + Int32(x[8])
-                return SIMD4(s1, s2, s3, s4)
+        var poker = 0
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 32) { scratch in
+            // Scalars in memory: lane inserts into SIMD values would stall store forwarding.
+            let f = scratch.baseAddress!  // nibble counts
+            let w = f + 16  // w[0...7]: W_1...W_8 of zeros, w[8...15]: of ones
+            scratch.initialize(repeating: 0)
+            var mid0 = SIMD4<UInt64>.zero  // lane a − 1: Σ over rows ending in ≥ a zeros
+            var mid1 = SIMD4<UInt64>.zero
+            for h in 0..<16 {
+                let row = c + 16 * h
+                for l in 0..<16 { f[l] &+= Int(row[l]) }
+                let z4 = UInt64(row[0])
+                let z3 = z4 + UInt64(row[1])
+                let z2 = z3 + UInt64(row[2]) + UInt64(row[3])
+                let z1 = z2 + UInt64(row[4]) + UInt64(row[5]) + UInt64(row[6]) + UInt64(row[7])
+                let o4 = UInt64(row[15])
+                let o3 = o4 + UInt64(row[14])
+                let o2 = o3 + UInt64(row[13]) + UInt64(row[12])
+                let o1 = o2 + UInt64(row[11]) + UInt64(row[10]) + UInt64(row[9]) + UInt64(row[8])
+                f[h] &+= Int(truncatingIfNeeded: z1 + o1)
+                let zeros = z1 | z2 << 16 | z3 << 32 | z4 << 48
+                let ones = o1 | o2 << 16 | o3 << 32 | o4 << 48
+                if h & 1 == 0 { mid0[0] &+= zeros } else { mid1[0] &+= ones }
+                if h & 3 == 0 { mid0[1] &+= zeros } else if h & 3 == 3 { mid1[1] &+= ones }
+                if h & 7 == 0 { mid0[2] &+= zeros } else if h & 7 == 7 { mid1[2] &+= ones }
+                if h == 0 { mid0[3] &+= zeros } else if h == 15 { mid1[3] &+= ones }
             }
-        }
-        let m0 = (leading(mid0.0, bit: 0), leading(mid0.1, bit: 0), leading(mid0.2, bit: 0), leading(mid0.3, bit: 0))
-        let m1 = (leading(mid1.0, bit: 1), leading(mid1.1, bit: 1), leading(mid1.2, bit: 1), leading(mid1.3, bit: 1))
-        func middle(_ m: (SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>, SIMD4<Int32>), _ a: Int, _ b: Int) -> Int32 {
-            guard a <= 4, b <= 4 else { return 0 }
-            switch a {
-            case 1: return m.0[b - 1]
-            case 2: return m.1[b - 1]
-            case 3: return m.2[b - 1]
-            default: return m.3[b - 1]
+            var nibble0: UInt64 = 0  // windows of j = 1...4 zeros inside nibbles, 16 bits per j
+            var nibble1: UInt64 = 0
+            for n in 0..<16 {
+                let count = f[n]
+                poker += count * count
+                nibble0 &+= UInt64(count) &* tables.nibbleWindows[2 * n]
+                nibble1 &+= UInt64(count) &* tables.nibbleWindows[2 * n + 1]
             }
-        }
-
-        for j in 2...7 {
-            for u in max(1, j - 4)...min(4, j - 1) {
-                w0[j - 1] &+= middle(m0, u, j - u)
-                w1[j - 1] &+= middle(m1, u, j - u)
+            for j in 1...4 {
+                w[j - 1] = Int(truncatingIfNeeded: (nibble0 >> UInt64(16 * (j - 1))) & 0xFFFF)
+                w[8 + j - 1] = Int(truncatingIfNeeded: (nibble1 >> UInt64(16 * (j - 1))) & 0xFFFF)
             }
-        }
-
-        // S[a][b] for byte boundaries from the boundary codes: rows t (trailing run of the
-        // previous byte, 1...8), lanes l (leading run of this byte); R_a = Σ_(t ≥ a) row_t, then
-        // S[a][b] = Σ_(l ≥ b) R_a[l − 1], which adds to W_(a+b).
-        func addBoundaryWindows(_ w: inout SIMD8<Int32>, bit v: Int) {
-            var r = SIMD8<Int32>.zero
-            for a in stride(from: 8, through: 1, by: -1) {
-                let index = (v << 3 | (a - 1)) << 4 | v << 3
-                r &+= SIMD8<Int32>(
-                    truncatingIfNeeded: UnsafeRawPointer(pairs).loadUnaligned(
-                        fromByteOffset: index * 2, as: SIMD8<UInt16>.self))
-                guard a <= 6 else { continue }
-                var s: Int32 = 0
-                for b in stride(from: 8, through: 1, by: -1) {
-                    s &+= r[b - 1]
-                    if a + b <= 7 { w[a + b - 1] &+= s }
+            // Middle of the byte: W_j += Σ_(u = max(1, j−4)...min(4, j−1)) S[u][j − u].
+            for j in 2...7 {
+                for u in max(1, j - 4)...min(4, j - 1) {
+                    let shift = UInt64(16 * (j - u - 1))
+                    w[j - 1] &+= Int(truncatingIfNeeded: (mid0[u - 1] >> shift) & 0xFFFF)
+                    w[8 + j - 1] &+= Int(truncatingIfNeeded: (mid1[u - 1] >> shift) & 0xFFFF)
                 }
             }
+            // Byte boundaries from the boundary codes: rows t (trailing run of the previous byte,
+            // 1...8), columns l (leading run of this byte); R_a = Σ_(t ≥ a) row_t, then
+            // S[a][b] = Σ_(l ≥ b) R_a[l − 1], which adds to W_(a+b).
+            for v in 0...1 {
+                let r = f  // f is no longer needed: reuse it for R_a
+                for l in 0..<8 { r[l] = 0 }
+                for a in stride(from: 8, through: 1, by: -1) {
+                    let row = pairs + ((v << 3 | (a - 1)) << 4 | v << 3)
+                    for l in 0..<8 { r[l] &+= Int(row[l]) }
+                    guard a <= 6 else { continue }
+                    var s = 0
+                    for b in stride(from: 8, through: 1, by: -1) {
+                        s &+= r[b - 1]
+                        if a + b <= 7 { w[8 * v + a + b - 1] &+= s }
+                    }
+                }
+            }
+            for j in 0..<8 {
+                w0[j] = Int32(truncatingIfNeeded: w[j])
+                w1[j] = Int32(truncatingIfNeeded: w[8 + j])
+            }
         }
-        addBoundaryWindows(&w0, bit: 0)
-        addBoundaryWindows(&w1, bit: 1)
+        self.poker = poker
         zeroWindows = w0
         oneWindows = w1
-    }
-
-    /// Windows of j = 1...4 equal bits inside each nibble value, zeros and ones.
-    static let nibbleWindows0: [SIMD16<Int32>] = (1...4).map { j in nibbleWindowTable(j, bit: 0) }
-    static let nibbleWindows1: [SIMD16<Int32>] = (1...4).map { j in nibbleWindowTable(j, bit: 1) }
-
-    static func nibbleWindowTable(_ j: Int, bit v: Int) -> SIMD16<Int32> {
-        var t = SIMD16<Int32>.zero
-        for n in 0..<16 {
-            let bits = (0..<4).map { (n >> (3 - $0)) & 1 }
-            for start in 0...(4 - j) where bits[start..<(start + j)].allSatisfy({ $0 == v }) { t[n] += 1 }
-        }
-        return t
     }
 
     /// Runs of length 1...5 and 6+ (lanes 0...5) from W_1...W_7: runs of length ≥ k number
@@ -373,9 +339,9 @@ struct Tally {
     }
 }
 
-/// Lookup table for ``Tally``, built once.
+/// Lookup tables for ``Tally``, built once.
 ///
-/// `@unchecked Sendable`: the table is written in `init`, only read afterwards, and never freed
+/// `@unchecked Sendable`: the tables are written in `init`, only read afterwards, and never freed
 /// (one instance for the process).
 final class FIPSTables: @unchecked Sendable {
     static let shared = FIPSTables()
@@ -383,17 +349,41 @@ final class FIPSTables: @unchecked Sendable {
     /// Per byte: high nibble = trailing code (lsb << 3 | (trailing run − 1)), low nibble = leading code
     /// (msb << 3 | (leading run − 1)); runs measured in stream order (MSB first).
     let codes: UnsafePointer<UInt8>
+    /// The leading code alone (`codes & 0x0F`).
+    let heads: UnsafePointer<UInt8>
+    /// The trailing code alone, in the high nibble (`codes & 0xF0`).
+    let tails: UnsafePointer<UInt8>
+    /// Per nibble n: windows of j = 1...4 zeros (entry 2n) and ones (2n + 1) inside it, 16 bits per j.
+    let nibbleWindows: UnsafePointer<UInt64>
 
     private init() {
-        let codes = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
+        let codes = UnsafeMutablePointer<UInt8>.allocate(capacity: 3 * 256)
         for value in 0..<256 {
             let bits = (0..<8).map { (value >> (7 - $0)) & 1 }  // stream order
             var leading = 1
             while leading < 8 && bits[leading] == bits[0] { leading += 1 }
             var trailing = 1
             while trailing < 8 && bits[7 - trailing] == bits[7] { trailing += 1 }
-            codes[value] = UInt8((bits[7] << 3 | (trailing - 1)) << 4 | (bits[0] << 3 | (leading - 1)))
+            let code = UInt8((bits[7] << 3 | (trailing - 1)) << 4 | (bits[0] << 3 | (leading - 1)))
+            codes[value] = code
+            codes[256 + value] = code & 0x0F
+            codes[512 + value] = code & 0xF0
+        }
+        let nibbleWindows = UnsafeMutablePointer<UInt64>.allocate(capacity: 32)
+        for n in 0..<16 {
+            let bits = (0..<4).map { (n >> (3 - $0)) & 1 }
+            for v in 0...1 {
+                var packed: UInt64 = 0
+                for j in 1...4 {
+                    let windows = (0...(4 - j)).filter { start in bits[start..<(start + j)].allSatisfy { $0 == v } }
+                    packed |= UInt64(windows.count) << UInt64(16 * (j - 1))
+                }
+                nibbleWindows[2 * n + v] = packed
+            }
         }
         self.codes = UnsafePointer(codes)
+        self.heads = UnsafePointer(codes + 256)
+        self.tails = UnsafePointer(codes + 512)
+        self.nibbleWindows = UnsafePointer(nibbleWindows)
     }
 }
