@@ -154,9 +154,9 @@ func equivalenceCorpus() -> [[UInt8]] {
     /// The byte counter behind the APT against a plain loop, at every length and alignment.
     @Test func countMatchesAPlainLoop() {
         var generator = SplitMix(seed: 11)
-        let bytes = (0..<700).map { _ in UInt8(truncatingIfNeeded: generator.next() % 3) }
-        for start in 0..<9 {
-            for length in [0, 1, 7, 8, 9, 63, 64, 65, 511, 512 - start, 600] {
+        let bytes = (0..<10_000).map { _ in UInt8(truncatingIfNeeded: generator.next() % 3) }
+        for start in 0..<17 {
+            for length in [0, 1, 7, 8, 15, 16, 17, 63, 64, 65, 511, 512 - start, 600, 4_080, 4_096, 9_000] {
                 for value: UInt8 in [0, 1, 2, 3] {
                     let expected = bytes[start..<(start + length)].filter { $0 == value }.count
                     let got = bytes.withUnsafeBytes {
