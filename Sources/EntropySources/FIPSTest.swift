@@ -138,21 +138,30 @@ struct Tally {
     /// Counts `block` (``FIPSTest/blockSize`` bytes); `lastWord` is the continuous test's carry.
     init(_ block: UnsafeRawBufferPointer, lastWord: inout UInt32?) {
         let tables = FIPSTables.shared
-        let boundaryCodes = tables.boundaryCodes
+        let tailRows = tables.tailRows
         let p = block.baseAddress!
-        self = withUnsafeTemporaryAllocation(of: UInt16.self, capacity: 512) { scratch in
-            let counts = scratch.baseAddress!
-            counts.initialize(repeating: 0, count: 512)
-            let pairs = counts + 256
+        // One histogram indexed by (previous byte's trailing code, byte): 16 × 256 counters on the
+        // stack (a tuple, so no allocation). Byte counts are its column sums; the boundary codes'
+        // counts are sums over ranges of its rows.
+        typealias Eight = (
+            SIMD64<UInt16>, SIMD64<UInt16>, SIMD64<UInt16>, SIMD64<UInt16>, SIMD64<UInt16>, SIMD64<UInt16>,
+            SIMD64<UInt16>, SIMD64<UInt16>
+        )
+        let zero: Eight = (.zero, .zero, .zero, .zero, .zero, .zero, .zero, .zero)
+        var storage: (Eight, Eight, Eight, Eight, Eight, Eight, Eight, Eight, Eight) = (
+            zero, zero, zero, zero, zero, zero, zero, zero, zero
+        )
+        self = withUnsafeMutableBytes(of: &storage) { raw in
+            let histogram = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
             var tail = 0  // the boundary before byte 0 is counted under tail code 0 and removed below
             var repeated: UInt32 = 0
             var previous = lastWord ?? ~UInt32(littleEndian: p.loadUnaligned(as: UInt32.self))
-            @inline(__always) func step(_ byte: UInt64) {
-                let b = Int(truncatingIfNeeded: byte & 0xFF)
-                counts[b] &+= 1
-                let code = Int(boundaryCodes[b])  // one load for both codes: loads are the bottleneck
-                pairs[tail | (code & 0xFF)] &+= 1
-                tail = code >> 8
+            // Bytes are loaded one by one (one load µop each) rather than shifted out of the word.
+            let bytes = p.assumingMemoryBound(to: UInt8.self)
+            @inline(__always) func step(_ i: Int) {
+                let b = Int(bytes[i])
+                histogram[tail | b] &+= 1
+                tail = Int(tailRows[b])
             }
             var offset = 0
             let wholeWords = FIPSTest.blockSize & ~7
@@ -162,29 +171,38 @@ struct Tally {
                 let high = UInt32(truncatingIfNeeded: x >> 32)
                 repeated |= (low == previous ? 1 : 0) | (high == low ? 1 : 0)
                 previous = high
-                step(x)
-                step(x >> 8)
-                step(x >> 16)
-                step(x >> 24)
-                step(x >> 32)
-                step(x >> 40)
-                step(x >> 48)
-                step(x >> 56)
+                for k in 0..<8 { step(offset + k) }
                 offset += 8
             }
             while offset < FIPSTest.blockSize {  // 2,500 = 312 × 8 + 4: one 32-bit word left
                 let w = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
                 repeated |= w == previous ? 1 : 0
                 previous = w
-                let x = UInt64(w)
-                step(x)
-                step(x >> 8)
-                step(x >> 16)
-                step(x >> 24)
+                for k in 0..<4 { step(offset + k) }
                 offset += 4
             }
             lastWord = previous
-            pairs[Int(boundaryCodes[Int(p.load(as: UInt8.self))] & 0xFF)] &-= 1
+            // Byte counts: column sums of the 16 rows (vectorised adds).
+            let counts = histogram + 16 * 256
+            for b in 0..<256 { counts[b] = 0 }
+            for t in 0..<16 {
+                let row = histogram + 256 * t
+                for b in 0..<256 { counts[b] &+= row[b] }
+            }
+            histogram[Int(p.load(as: UInt8.self))] &-= 1
+            // Boundary codes: the bytes whose leading code is (v, l) form one range per row.
+            let pairs = counts + 256
+            for t in 0..<16 {
+                let row = histogram + 256 * t
+                let v = t >> 3
+                for l in 1...8 {
+                    let size = l == 8 ? 1 : 1 << (7 - l)
+                    let start = v == 0 ? (l == 8 ? 0 : size) : (l == 8 ? 255 : 256 - 2 * size)
+                    var sum: UInt16 = 0
+                    for b in start..<(start + size) { sum &+= row[b] }
+                    pairs[t << 4 | v << 3 | (l - 1)] = sum
+                }
+            }
             var tally = Tally(counts: UnsafePointer(counts), pairs: UnsafePointer(pairs), tables: tables)
             tally.repeatedWord = repeated != 0
             return tally
@@ -194,6 +212,7 @@ struct Tally {
     /// The statistics from the two histograms (scalar code on packed 16-bit lanes: every count
     /// here is at most 20,000).
     private init(counts c: UnsafePointer<UInt16>, pairs: UnsafePointer<UInt16>, tables: FIPSTables) {
+        // Only the pair entries whose two codes carry the same bit are filled in.
         uniformPair = pairs[0x77] != 0 || pairs[0xFF] != 0
         // The byte histogram as a 16 × 16 matrix (row: high nibble h, column: low nibble l).
         // f = row sums + column sums. Per row, the sums over the low nibbles that start with at
@@ -351,15 +370,14 @@ final class FIPSTables: @unchecked Sendable {
     /// Per byte: high nibble = trailing code (lsb << 3 | (trailing run − 1)), low nibble = leading code
     /// (msb << 3 | (leading run − 1)); runs measured in stream order (MSB first).
     let codes: UnsafePointer<UInt8>
-    /// `(codes & 0xF0) << 8 | (codes & 0x0F)`: the boundary-code index is the previous byte's
-    /// entry shifted right by 8, or'd with this byte's low 8 bits.
-    let boundaryCodes: UnsafePointer<UInt16>
+    /// The trailing code times 256: the row of the next byte in ``Tally``'s histogram.
+    let tailRows: UnsafePointer<UInt16>
     /// Per nibble n: windows of j = 1...4 zeros (entry 2n) and ones (2n + 1) inside it, 16 bits per j.
     let nibbleWindows: UnsafePointer<UInt64>
 
     private init() {
         let codes = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
-        let boundaryCodes = UnsafeMutablePointer<UInt16>.allocate(capacity: 256)
+        let tailRows = UnsafeMutablePointer<UInt16>.allocate(capacity: 256)
         for value in 0..<256 {
             let bits = (0..<8).map { (value >> (7 - $0)) & 1 }  // stream order
             var leading = 1
@@ -368,7 +386,7 @@ final class FIPSTables: @unchecked Sendable {
             while trailing < 8 && bits[7 - trailing] == bits[7] { trailing += 1 }
             let code = UInt8((bits[7] << 3 | (trailing - 1)) << 4 | (bits[0] << 3 | (leading - 1)))
             codes[value] = code
-            boundaryCodes[value] = UInt16(code & 0xF0) << 8 | UInt16(code & 0x0F)
+            tailRows[value] = UInt16(code >> 4) << 8
         }
         let nibbleWindows = UnsafeMutablePointer<UInt64>.allocate(capacity: 32)
         for n in 0..<16 {
@@ -383,7 +401,7 @@ final class FIPSTables: @unchecked Sendable {
             }
         }
         self.codes = UnsafePointer(codes)
-        self.boundaryCodes = UnsafePointer(boundaryCodes)
+        self.tailRows = UnsafePointer(tailRows)
         self.nibbleWindows = UnsafePointer(nibbleWindows)
     }
 }
