@@ -98,63 +98,73 @@ public struct ContinuousHealthTests: Sendable {
         return adaptiveProportion(bytes)
     }
 
-    /// RCT over `bytes`. Eight bytes at a time, the chunk is checked for any byte equal to its
-    /// predecessor (SWAR zero-byte test on `x ^ (x << 8 | last)`); only chunks with such a pair are
-    /// walked byte by byte, so random data costs a few operations per 8 bytes.
+    /// RCT over `bytes`. Sixteen bytes at a time are compared with their predecessors (the same
+    /// bytes one earlier) in one vector compare; if no byte equals its predecessor the run is 1.
+    /// Otherwise (about 6% of chunks of random data) each half is checked without branches on the
+    /// data, and only a half with two or more equal neighbours is walked byte by byte.
     mutating func repetitionCount(_ bytes: UnsafeRawBufferPointer) -> HealthTestFailure? {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return nil }
         var last = lastByte
         var run = repetitions
         let cutoff = repetitionCutoff
-        var i = 0
-        if run == 0 {
-            // First byte ever.
-            last = base.load(as: UInt8.self)
-            run = 1
-            i = 1
-        }
-        let lows: UInt64 = 0x0101_0101_0101_0101
-        let highs: UInt64 = 0x8080_8080_8080_8080
-        while i + 8 <= bytes.count {
-            let x = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt64.self))
-            let predecessors = (x << 8) | UInt64(last)
-            let z = x ^ predecessors
-            if (z &- lows) & ~z & highs == 0 {
-                run = 1
-                last = UInt8(truncatingIfNeeded: x >> 56)
-            } else {
-                for k in 0..<8 {
-                    let b = UInt8(truncatingIfNeeded: x >> (8 * UInt64(k)))
-                    if b == last {
-                        run += 1
-                        if run >= cutoff {
-                            // Restart the count so the next block is judged on its own run.
-                            lastByte = b
-                            repetitions = 1
-                            return .repetitionCount(value: b, count: run, cutoff: cutoff)
-                        }
-                    } else {
-                        last = b
-                        run = 1
-                    }
-                }
-            }
-            i += 8
-        }
-        while i < bytes.count {
-            let b = base.load(fromByteOffset: i, as: UInt8.self)
-            if b == last {
+        /// Counts one byte; true when the run reached the cutoff.
+        @inline(__always) func count(_ b: UInt8) -> Bool {
+            if b == last && run > 0 {
                 run += 1
-                if run >= cutoff {
-                    lastByte = b
-                    repetitions = 1
-                    return .repetitionCount(value: b, count: run, cutoff: cutoff)
+                return run >= cutoff
+            }
+            last = b
+            run = 1
+            return false
+        }
+        let sevens: UInt64 = 0x7F7F_7F7F_7F7F_7F7F
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        var i = 0
+        var failed = false
+        outer: while i < bytes.count {
+            if i > 0 && i + 16 <= bytes.count {
+                // `last` is the byte at i − 1 here.
+                let chunk = base.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self)
+                let predecessors = base.loadUnaligned(fromByteOffset: i - 1, as: SIMD16<UInt8>.self)
+                if !any(chunk .== predecessors) {
+                    run = 1
+                    last = base.load(fromByteOffset: i + 15, as: UInt8.self)
+                    i += 16
+                    continue
+                }
+                // Each half: bit 7 of each byte of `equal` is set exactly when the byte equals its
+                // predecessor (exact SWAR zero-byte test on x ^ (x << 8 | last)). With at most one
+                // such byte the run needs no walk: it ends at 2 if the last byte equals the one
+                // before, else 1 (a run inside the half is at most 2, below the cutoff of at least 4),
+                // unless the first byte extends the carried run up to the cutoff.
+                for _ in 0..<2 {
+                    let x = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: i, as: UInt64.self))
+                    let z = x ^ (x << 8 | UInt64(last))
+                    let equal = ~(((z & sevens) &+ sevens) | z) & highs
+                    if equal & (equal &- 1) == 0 && (equal & 0x80 == 0 || run + 1 < cutoff) {
+                        run = Int(truncatingIfNeeded: equal >> 63) + 1
+                        last = UInt8(truncatingIfNeeded: x >> 56)
+                    } else {
+                        for k in 0..<8 where count(base.load(fromByteOffset: i + k, as: UInt8.self)) {
+                            failed = true
+                            break outer
+                        }
+                    }
+                    i += 8
                 }
             } else {
-                last = b
-                run = 1
+                if count(base.load(fromByteOffset: i, as: UInt8.self)) {
+                    failed = true
+                    break
+                }
+                i += 1
             }
-            i += 1
+        }
+        if failed {
+            // Restart the count so the next block is judged on its own run.
+            lastByte = last
+            repetitions = 1
+            return .repetitionCount(value: last, count: run, cutoff: cutoff)
         }
         lastByte = last
         repetitions = run
@@ -177,9 +187,7 @@ public struct ContinuousHealthTests: Sendable {
             }
             let end = min(bytes.count, i + (window - windowPosition))
             let value = windowValue
-            var count = 0
-            for j in i..<end where base[j] == value { count += 1 }
-            windowCount += count
+            windowCount += Self.count(value, in: UnsafeRawPointer(base + i), length: end - i)
             windowPosition += end - i
             i = end
             if windowCount >= cutoff {
@@ -190,6 +198,30 @@ public struct ContinuousHealthTests: Sendable {
             if windowPosition == window { windowPosition = 0 }
         }
         return nil
+    }
+
+    /// The number of bytes equal to `value` among `length` bytes at `p`: sixteen at a time, a
+    /// vector compare gives −1 in each matching lane, subtracted from per-lane counters that are
+    /// summed every 255 chunks.
+    static func count(_ value: UInt8, in p: UnsafeRawPointer, length: Int) -> Int {
+        let pattern = SIMD16<UInt8>(repeating: value)
+        var total = 0
+        var i = 0
+        while i + 16 <= length {
+            var lanes = SIMD16<UInt8>.zero
+            let end = min(length & ~15, i + 255 * 16)
+            while i < end {
+                let matches = p.loadUnaligned(fromByteOffset: i, as: SIMD16<UInt8>.self) .== pattern
+                lanes &-= unsafeBitCast(matches, to: SIMD16<UInt8>.self)
+                i += 16
+            }
+            total += Int(SIMD16<UInt16>(truncatingIfNeeded: lanes).wrappedSum())
+        }
+        while i < length {
+            total += p.load(fromByteOffset: i, as: UInt8.self) == value ? 1 : 0
+            i += 1
+        }
+        return total
     }
 }
 

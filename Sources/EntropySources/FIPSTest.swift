@@ -22,10 +22,12 @@
 /// same bounds, this changes a count by at most one. Blocks are independent here, so a failing
 /// block can be discarded without affecting its neighbours' verdicts.
 ///
-/// The implementation is table-driven: one pass counts each byte value and each pair of adjacent
-/// bytes' (trailing run, leading run) codes; the per-block statistics then come from 256-entry
-/// tables. Runs use the window identity: with `W_j` the number of length-`j` windows of equal bits
-/// inside the block, the number of runs of length ≥ `k` is `W_k − W_(k+1)`.
+/// The implementation makes one branch-free pass over the block, eight bytes per load: a histogram of
+/// byte values, a histogram of byte-boundary codes (the previous byte's trailing run, this byte's
+/// leading run) and the continuous test. Monobit, poker and the runs come from the two histograms
+/// at the end of the block; runs use the window identity: with `W_j` the number of length-`j`
+/// windows of equal bits inside the block, the number of runs of length ≥ `k` is `W_k − W_(k+1)`.
+/// A long run is only looked for when two adjacent bytes are both 0x00 or both 0xFF.
 public struct FIPSFailures: OptionSet, Hashable, Sendable, CustomStringConvertible {
     /// The bit set (rng-tools' values: monobit 0x1, poker 0x2, runs 0x4, long run 0x8, continuous 0x10).
     public var rawValue: UInt8
@@ -92,124 +94,212 @@ public struct FIPSTest: Sendable {
     /// on a pass); use ``analyze(_:)`` for the statistics.
     public mutating func test(_ block: UnsafeRawBufferPointer) -> FIPSFailures {
         precondition(block.count == Self.blockSize, "a FIPS block is \(Self.blockSize) bytes")
-        var stats = Tally()
-        stats.count(block, tables: FIPSTables.shared)
-        var failures = stats.verdict(tables: FIPSTables.shared, block: block)
-        if continuousFails(block) { failures.insert(.continuousRun) }
-        return failures
+        return Tally(block, lastWord: &lastWord).verdict(block: block)
     }
 
     /// Tests one block and returns its statistics.
     public mutating func analyze(_ block: UnsafeRawBufferPointer) -> FIPSBlockResult {
         precondition(block.count == Self.blockSize, "a FIPS block is \(Self.blockSize) bytes")
-        var stats = Tally()
-        stats.count(block, tables: FIPSTables.shared)
-        var failures = stats.verdict(tables: FIPSTables.shared, block: block)
-        if continuousFails(block) { failures.insert(.continuousRun) }
-        let s = stats.summary(tables: FIPSTables.shared)
+        let tally = Tally(block, lastWord: &lastWord)
+        let zeros = Tally.runs(tally.zeroWindows)
+        let ones = Tally.runs(tally.oneWindows)
         return FIPSBlockResult(
-            failures: failures, ones: s.ones, pokerSum: s.poker, zeroRuns: s.zeroRuns, oneRuns: s.oneRuns)
-    }
-
-    /// rng-tools' continuous test: each little-endian 32-bit word against the previous one.
-    private mutating func continuousFails(_ block: UnsafeRawBufferPointer) -> Bool {
-        var previous = lastWord
-        var failed = false
-        var offset = 0
-        while offset + 4 <= block.count {
-            let word = UInt32(littleEndian: block.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
-            if word == previous { failed = true }
-            previous = word
-            offset += 4
-        }
-        lastWord = previous
-        return failed
+            failures: tally.verdict(block: block), ones: tally.ones, pokerSum: tally.poker,
+            zeroRuns: (0..<6).map { Int(zeros[$0]) }, oneRuns: (0..<6).map { Int(ones[$0]) })
     }
 }
 
-/// Per-block counters: a histogram of byte values and of adjacent (trailing, leading) run codes.
+/// Per-block counters and the statistics derived from them.
+///
+/// One pass over the block, eight bytes per load, keeps two 256-entry histograms: byte values, and
+/// byte-boundary codes (the previous byte's trailing run and bit, this byte's leading run and bit).
+/// Everything else comes from these at the end of the block in a few hundred operations:
+///
+/// - the nibble counts f (poker, monobit) are the histogram's row and column sums;
+/// - W_j, the number of windows of j equal bits (j = 1...7), splits into windows inside a nibble
+///   (from f), windows straddling the middle of a byte (from row and column sums of the histogram
+///   seen as a 16 × 16 matrix) and windows straddling a byte boundary (from the boundary codes).
+///   Both straddling parts use S[a][b], the number of boundaries whose left side ends in a run of
+///   at least a equal bits and whose right side starts with at least b more of them:
+///   the straddling windows of length j number Σ_(u = 1...j−1) S[u][j − u].
 struct Tally {
-    var bytes = Histogram()
-    var pairs = Histogram()
+    /// W_1...W_7 for zeros (`zeros[j − 1]`) and ones.
+    var zeroWindows = SIMD8<Int32>.zero
+    var oneWindows = SIMD8<Int32>.zero
+    /// Σ f[i]² over the 16 nibble counts.
+    var poker = 0
+    /// Whether two adjacent bytes are both 0x00 or both 0xFF (a precondition for a long run).
+    var uniformPair = false
+    /// The continuous test failed inside this block (or against `lastWord`).
+    var repeatedWord = false
 
-    struct Histogram {
-        var storage: (SIMD64<UInt16>, SIMD64<UInt16>, SIMD64<UInt16>, SIMD64<UInt16>) = (.zero, .zero, .zero, .zero)
+    var ones: Int { Int(oneWindows[0]) }
+
+    /// Counts `block` (``FIPSTest/blockSize`` bytes); `lastWord` is the continuous test's carry.
+    init(_ block: UnsafeRawBufferPointer, lastWord: inout UInt32?) {
+        let tables = FIPSTables.shared
+        let tailRows = tables.tailRows
+        let p = block.baseAddress!
+        // One histogram indexed by (previous byte's trailing code, byte): 16 × 256 counters on the
+        // stack (a tuple, so no allocation). Byte counts are its column sums; the boundary codes'
+        // counts are sums over ranges of its rows.
+        typealias Eight = (
+            SIMD64<UInt16>, SIMD64<UInt16>, SIMD64<UInt16>, SIMD64<UInt16>, SIMD64<UInt16>, SIMD64<UInt16>,
+            SIMD64<UInt16>, SIMD64<UInt16>
+        )
+        let zero: Eight = (.zero, .zero, .zero, .zero, .zero, .zero, .zero, .zero)
+        var storage: (Eight, Eight, Eight, Eight, Eight, Eight, Eight, Eight, Eight) = (
+            zero, zero, zero, zero, zero, zero, zero, zero, zero
+        )
+        self = withUnsafeMutableBytes(of: &storage) { raw in
+            let histogram = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
+            var tail = 0  // the boundary before byte 0 is counted under tail code 0 and removed below
+            var repeated: UInt32 = 0
+            var previous = lastWord ?? ~UInt32(littleEndian: p.loadUnaligned(as: UInt32.self))
+            // Bytes are loaded one by one (one load µop each) rather than shifted out of the word.
+            let bytes = p.assumingMemoryBound(to: UInt8.self)
+            @inline(__always) func step(_ i: Int) {
+                let b = Int(bytes[i])
+                histogram[tail | b] &+= 1
+                tail = Int(tailRows[b])
+            }
+            var offset = 0
+            let wholeWords = FIPSTest.blockSize & ~7
+            while offset < wholeWords {
+                let x = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+                let low = UInt32(truncatingIfNeeded: x)
+                let high = UInt32(truncatingIfNeeded: x >> 32)
+                repeated |= (low == previous ? 1 : 0) | (high == low ? 1 : 0)
+                previous = high
+                for k in 0..<8 { step(offset + k) }
+                offset += 8
+            }
+            while offset < FIPSTest.blockSize {  // 2,500 = 312 × 8 + 4: one 32-bit word left
+                let w = UInt32(littleEndian: p.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+                repeated |= w == previous ? 1 : 0
+                previous = w
+                for k in 0..<4 { step(offset + k) }
+                offset += 4
+            }
+            lastWord = previous
+            // Byte counts: column sums of the 16 rows (vectorised adds).
+            let counts = histogram + 16 * 256
+            for b in 0..<256 { counts[b] = 0 }
+            for t in 0..<16 {
+                let row = histogram + 256 * t
+                for b in 0..<256 { counts[b] &+= row[b] }
+            }
+            histogram[Int(p.load(as: UInt8.self))] &-= 1
+            // Boundary codes: the bytes whose leading code is (v, l) form one range per row.
+            let pairs = counts + 256
+            for t in 0..<16 {
+                let row = histogram + 256 * t
+                let v = t >> 3
+                for l in 1...8 {
+                    let size = l == 8 ? 1 : 1 << (7 - l)
+                    let start = v == 0 ? (l == 8 ? 0 : size) : (l == 8 ? 255 : 256 - 2 * size)
+                    var sum: UInt16 = 0
+                    for b in start..<(start + size) { sum &+= row[b] }
+                    pairs[t << 4 | v << 3 | (l - 1)] = sum
+                }
+            }
+            var tally = Tally(counts: UnsafePointer(counts), pairs: UnsafePointer(pairs), tables: tables)
+            tally.repeatedWord = repeated != 0
+            return tally
+        }
     }
 
-    mutating func count(_ block: UnsafeRawBufferPointer, tables: FIPSTables) {
-        tables.codes.withUnsafeBufferPointer { codes in
-            withUnsafeMutableBytes(of: &bytes.storage) { rawBytes in
-                withUnsafeMutableBytes(of: &pairs.storage) { rawPairs in
-                    let byteCounts = rawBytes.baseAddress!.assumingMemoryBound(to: UInt16.self)
-                    let pairCounts = rawPairs.baseAddress!.assumingMemoryBound(to: UInt16.self)
-                    let p = block.baseAddress!.assumingMemoryBound(to: UInt8.self)
-                    var previousTail = Int(codes[Int(p[0])] & 0xF0)
-                    byteCounts[Int(p[0])] &+= 1
-                    for i in 1..<block.count {
-                        let b = Int(p[i])
-                        byteCounts[b] &+= 1
-                        let code = Int(codes[b])
-                        pairCounts[previousTail | (code & 0x0F)] &+= 1
-                        previousTail = code & 0xF0
+    /// The statistics from the two histograms (scalar code on packed 16-bit lanes: every count
+    /// here is at most 20,000).
+    private init(counts c: UnsafePointer<UInt16>, pairs: UnsafePointer<UInt16>, tables: FIPSTables) {
+        // Only the pair entries whose two codes carry the same bit are filled in.
+        uniformPair = pairs[0x77] != 0 || pairs[0xFF] != 0
+        // The byte histogram as a 16 × 16 matrix (row: high nibble h, column: low nibble l).
+        // f = row sums + column sums. Per row, the sums over the low nibbles that start with at
+        // least b = 1...4 zeros (l < 2^(4−b)) or ones (l ≥ 16 − 2^(4−b)), packed 16 bits per b;
+        // summed over the rows whose high nibble ends in at least a bits of the same value they
+        // give S[a][b] for the middle of the byte.
+        var w0 = SIMD8<Int32>.zero
+        var w1 = SIMD8<Int32>.zero
+        var poker = 0
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: 32) { scratch in
+            // Scalars in memory: lane inserts into SIMD values would stall store forwarding.
+            let f = scratch.baseAddress!  // nibble counts
+            let w = f + 16  // w[0...7]: W_1...W_8 of zeros, w[8...15]: of ones
+            scratch.initialize(repeating: 0)
+            var mid0 = SIMD4<UInt64>.zero  // lane a − 1: Σ over rows ending in ≥ a zeros
+            var mid1 = SIMD4<UInt64>.zero
+            for h in 0..<16 {
+                let row = c + 16 * h
+                for l in 0..<16 { f[l] &+= Int(row[l]) }
+                let z4 = UInt64(row[0])
+                let z3 = z4 + UInt64(row[1])
+                let z2 = z3 + UInt64(row[2]) + UInt64(row[3])
+                let z1 = z2 + UInt64(row[4]) + UInt64(row[5]) + UInt64(row[6]) + UInt64(row[7])
+                let o4 = UInt64(row[15])
+                let o3 = o4 + UInt64(row[14])
+                let o2 = o3 + UInt64(row[13]) + UInt64(row[12])
+                let o1 = o2 + UInt64(row[11]) + UInt64(row[10]) + UInt64(row[9]) + UInt64(row[8])
+                f[h] &+= Int(truncatingIfNeeded: z1 + o1)
+                let zeros = z1 | z2 << 16 | z3 << 32 | z4 << 48
+                let ones = o1 | o2 << 16 | o3 << 32 | o4 << 48
+                if h & 1 == 0 { mid0[0] &+= zeros } else { mid1[0] &+= ones }
+                if h & 3 == 0 { mid0[1] &+= zeros } else if h & 3 == 3 { mid1[1] &+= ones }
+                if h & 7 == 0 { mid0[2] &+= zeros } else if h & 7 == 7 { mid1[2] &+= ones }
+                if h == 0 { mid0[3] &+= zeros } else if h == 15 { mid1[3] &+= ones }
+            }
+            var nibble0: UInt64 = 0  // windows of j = 1...4 zeros inside nibbles, 16 bits per j
+            var nibble1: UInt64 = 0
+            for n in 0..<16 {
+                let count = f[n]
+                poker += count * count
+                nibble0 &+= UInt64(count) &* tables.nibbleWindows[2 * n]
+                nibble1 &+= UInt64(count) &* tables.nibbleWindows[2 * n + 1]
+            }
+            for j in 1...4 {
+                w[j - 1] = Int(truncatingIfNeeded: (nibble0 >> UInt64(16 * (j - 1))) & 0xFFFF)
+                w[8 + j - 1] = Int(truncatingIfNeeded: (nibble1 >> UInt64(16 * (j - 1))) & 0xFFFF)
+            }
+            // Middle of the byte: W_j += Σ_(u = max(1, j−4)...min(4, j−1)) S[u][j − u].
+            for j in 2...7 {
+                for u in max(1, j - 4)...min(4, j - 1) {
+                    let shift = UInt64(16 * (j - u - 1))
+                    w[j - 1] &+= Int(truncatingIfNeeded: (mid0[u - 1] >> shift) & 0xFFFF)
+                    w[8 + j - 1] &+= Int(truncatingIfNeeded: (mid1[u - 1] >> shift) & 0xFFFF)
+                }
+            }
+            // Byte boundaries from the boundary codes: rows t (trailing run of the previous byte,
+            // 1...8), columns l (leading run of this byte); R_a = Σ_(t ≥ a) row_t, then
+            // S[a][b] = Σ_(l ≥ b) R_a[l − 1], which adds to W_(a+b).
+            for v in 0...1 {
+                let r = f  // f is no longer needed: reuse it for R_a
+                for l in 0..<8 { r[l] = 0 }
+                for a in stride(from: 8, through: 1, by: -1) {
+                    let row = pairs + ((v << 3 | (a - 1)) << 4 | v << 3)
+                    for l in 0..<8 { r[l] &+= Int(row[l]) }
+                    guard a <= 6 else { continue }
+                    var s = 0
+                    for b in stride(from: 8, through: 1, by: -1) {
+                        s &+= r[b - 1]
+                        if a + b <= 7 { w[8 * v + a + b - 1] &+= s }
                     }
                 }
             }
-        }
-    }
-
-    /// W-vector sums: lanes 0...6 windows of 1...7 zeros, lane 7 ones count, lanes 8...14 windows of
-    /// 1...7 ones.
-    func windows(tables: FIPSTables) -> SIMD16<UInt32> {
-        var acc = SIMD16<UInt32>.zero
-        tables.byteWindows.withUnsafeBufferPointer { byteWindows in
-            withUnsafeBytes(of: bytes.storage) { raw in
-                let counts = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
-                for b in 0..<256 where counts[b] != 0 {
-                    acc &+=
-                        SIMD16<UInt32>(repeating: UInt32(counts[b]))
-                        &* SIMD16<UInt32>(truncatingIfNeeded: byteWindows[b])
-                }
+            for j in 0..<8 {
+                w0[j] = Int32(truncatingIfNeeded: w[j])
+                w1[j] = Int32(truncatingIfNeeded: w[8 + j])
             }
         }
-        tables.pairWindows.withUnsafeBufferPointer { pairWindows in
-            withUnsafeBytes(of: pairs.storage) { raw in
-                let counts = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
-                for i in 0..<256 where counts[i] != 0 {
-                    acc &+=
-                        SIMD16<UInt32>(repeating: UInt32(counts[i]))
-                        &* SIMD16<UInt32>(truncatingIfNeeded: pairWindows[i])
-                }
-            }
-        }
-        return acc
+        self.poker = poker
+        zeroWindows = w0
+        oneWindows = w1
     }
 
-    func pokerSum() -> Int {
-        withUnsafeBytes(of: bytes.storage) { raw in
-            let counts = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
-            var nibbles = (SIMD16<Int32>.zero)
-            for hi in 0..<16 {
-                var rowSum: Int32 = 0
-                for lo in 0..<16 {
-                    let c = Int32(counts[hi << 4 | lo])
-                    rowSum &+= c
-                    nibbles[lo] &+= c
-                }
-                nibbles[hi] &+= rowSum
-            }
-            var s = 0
-            for i in 0..<16 { s += Int(nibbles[i]) * Int(nibbles[i]) }
-            return s
-        }
-    }
-
-    /// Runs of length 1...5 and 6+ for bit value `v` from the window sums.
-    /// Lanes 0...5: runs of length 1...5 and 6+; lanes 6, 7 are zero.
-    static func runs(_ w: SIMD16<UInt32>, bit v: Int) -> SIMD8<Int32> {
-        let base = v == 0 ? 0 : 8
-        // W_j for j = 1...7; runs ≥ k = W_k − W_(k+1); runs of exactly k = (≥ k) − (≥ k+1).
+    /// Runs of length 1...5 and 6+ (lanes 0...5) from W_1...W_7: runs of length ≥ k number
+    /// W_k − W_(k+1).
+    static func runs(_ w: SIMD8<Int32>) -> SIMD8<Int32> {
         var atLeast = SIMD8<Int32>.zero
-        for k in 1...6 { atLeast[k - 1] = Int32(w[base + k - 1]) - Int32(w[base + k]) }
+        for k in 1...6 { atLeast[k - 1] = w[k - 1] - w[k] }
         var exact = SIMD8<Int32>.zero
         for k in 0..<5 { exact[k] = atLeast[k] - atLeast[k + 1] }
         exact[5] = atLeast[5]
@@ -219,109 +309,99 @@ struct Tally {
     static let runLower = SIMD8<Int32>(2_315, 1_114, 527, 240, 103, 103, 0, 0)
     static let runUpper = SIMD8<Int32>(2_685, 1_386, 723, 384, 209, 209, 0, 0)
 
-    func summary(tables: FIPSTables) -> (ones: Int, poker: Int, zeroRuns: [Int], oneRuns: [Int]) {
-        let w = windows(tables: tables)
-        let zeros = Self.runs(w, bit: 0)
-        let ones = Self.runs(w, bit: 1)
-        return (Int(w[7]), pokerSum(), (0..<6).map { Int(zeros[$0]) }, (0..<6).map { Int(ones[$0]) })
-    }
-
-    func verdict(tables: FIPSTables, block: UnsafeRawBufferPointer) -> FIPSFailures {
-        let w = windows(tables: tables)
+    func verdict(block: UnsafeRawBufferPointer) -> FIPSFailures {
         var failures: FIPSFailures = []
-        if !FIPSTest.monobitRange.contains(Int(w[7])) { failures.insert(.monobit) }
-        if !FIPSTest.pokerRange.contains(pokerSum()) { failures.insert(.poker) }
-        for v in 0...1 {
-            let r = Self.runs(w, bit: v)
-            if any(r .< Self.runLower) || any(r .> Self.runUpper) { failures.insert(.runs) }
+        if !FIPSTest.monobitRange.contains(ones) { failures.insert(.monobit) }
+        if !FIPSTest.pokerRange.contains(poker) { failures.insert(.poker) }
+        let zeros = Self.runs(zeroWindows)
+        let ones = Self.runs(oneWindows)
+        if any(zeros .< Self.runLower) || any(zeros .> Self.runUpper) || any(ones .< Self.runLower)
+            || any(ones .> Self.runUpper)
+        {
+            failures.insert(.runs)
         }
-        // A run of ≥ 26 bits spans two whole equal bytes (0x00 0x00 or 0xFF 0xFF), whose pair code
-        // (trailing run 8, leading run 8) is unique; only then scan the block.
-        let uniformPairs = withUnsafeBytes(of: pairs.storage) { raw in
-            let counts = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
-            return counts[0x77] != 0 || counts[0xFF] != 0
-        }
-        if uniformPairs && Self.longestRun(block) >= FIPSTest.longRunLength { failures.insert(.longRun) }
+        // A run of ≥ 26 bits covers two whole equal bytes (0x00 0x00 or 0xFF 0xFF): only then look.
+        if uniformPair && Self.hasLongRun(block) { failures.insert(.longRun) }
+        if repeatedWord { failures.insert(.continuousRun) }
         return failures
     }
 
-    /// The longest run of equal bits in the block that touches a byte boundary, byte by byte with
-    /// the leading/trailing run codes (runs inside one byte are at most 6 bits, far below 26).
-    static func longestRun(_ block: UnsafeRawBufferPointer) -> Int {
-        FIPSTables.shared.codes.withUnsafeBufferPointer { codes in
-            var longest = 0
-            var bit = -1
-            var length = 0
-            for byte in block {
-                let code = Int(codes[Int(byte)])
-                let msb = (code >> 3) & 1
-                let leading = (code & 7) + 1
-                length = msb == bit ? length + leading : leading
-                bit = msb
-                longest = max(longest, length)
-                if leading < 8 {
-                    bit = code >> 7
-                    length = ((code >> 4) & 7) + 1
-                }
+    /// Whether a run of ``FIPSTest/longRunLength`` or more equal bits exists: every such run
+    /// contains two adjacent bytes both 0x00 or both 0xFF, so only those are extended.
+    static func hasLongRun(_ block: UnsafeRawBufferPointer) -> Bool {
+        let codes = FIPSTables.shared.codes
+        let p = block.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        let n = block.count
+        var i = 0
+        while i + 1 < n {
+            let u = p[i]
+            guard (u == 0 || u == 0xFF) && p[i + 1] == u else {
+                i += 1
+                continue
             }
-            return longest
+            var start = i
+            while start > 0 && p[start - 1] == u { start -= 1 }
+            var end = i + 1
+            while end + 1 < n && p[end + 1] == u { end += 1 }
+            var length = (end - start + 1) * 8
+            let bit = Int(u & 1)
+            if start > 0 {
+                let code = Int(codes[Int(p[start - 1])])
+                if code >> 7 == bit { length += (code >> 4) & 7 + 1 }
+            }
+            if end + 1 < n {
+                let code = Int(codes[Int(p[end + 1])])
+                if (code >> 3) & 1 == bit { length += code & 7 + 1 }
+            }
+            if length >= FIPSTest.longRunLength { return true }
+            i = end + 1
         }
+        return false
     }
 }
 
 /// Lookup tables for ``Tally``, built once.
-final class FIPSTables: Sendable {
+///
+/// `@unchecked Sendable`: the tables are written in `init`, only read afterwards, and never freed
+/// (one instance for the process).
+final class FIPSTables: @unchecked Sendable {
     static let shared = FIPSTables()
 
     /// Per byte: high nibble = trailing code (lsb << 3 | (trailing run − 1)), low nibble = leading code
     /// (msb << 3 | (leading run − 1)); runs measured in stream order (MSB first).
-    let codes: [UInt8]
-    /// Per byte: windows of 1...7 equal bits inside the byte (lanes as in ``Tally/windows(tables:)``).
-    let byteWindows: [SIMD16<UInt16>]
-    /// Per pair code (trailing code << 4 | leading code): windows of 2...7 equal bits straddling the
-    /// byte boundary.
-    let pairWindows: [SIMD16<UInt16>]
+    let codes: UnsafePointer<UInt8>
+    /// The trailing code times 256: the row of the next byte in ``Tally``'s histogram.
+    let tailRows: UnsafePointer<UInt16>
+    /// Per nibble n: windows of j = 1...4 zeros (entry 2n) and ones (2n + 1) inside it, 16 bits per j.
+    let nibbleWindows: UnsafePointer<UInt64>
 
     private init() {
-        var codes = [UInt8](repeating: 0, count: 256)
-        var byteWindows = [SIMD16<UInt16>](repeating: .zero, count: 256)
+        let codes = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
+        let tailRows = UnsafeMutablePointer<UInt16>.allocate(capacity: 256)
         for value in 0..<256 {
             let bits = (0..<8).map { (value >> (7 - $0)) & 1 }  // stream order
             var leading = 1
             while leading < 8 && bits[leading] == bits[0] { leading += 1 }
             var trailing = 1
             while trailing < 8 && bits[7 - trailing] == bits[7] { trailing += 1 }
-            codes[value] = UInt8((bits[7] << 3 | (trailing - 1)) << 4 | (bits[0] << 3 | (leading - 1)))
-            var w = SIMD16<UInt16>.zero
-            for j in 1...7 {
-                for start in 0...(8 - j) {
-                    let window = bits[start..<(start + j)]
-                    if window.allSatisfy({ $0 == 0 }) { w[j - 1] += 1 }
-                    if window.allSatisfy({ $0 == 1 }) { w[8 + j - 1] += 1 }
+            let code = UInt8((bits[7] << 3 | (trailing - 1)) << 4 | (bits[0] << 3 | (leading - 1)))
+            codes[value] = code
+            tailRows[value] = UInt16(code >> 4) << 8
+        }
+        let nibbleWindows = UnsafeMutablePointer<UInt64>.allocate(capacity: 32)
+        for n in 0..<16 {
+            let bits = (0..<4).map { (n >> (3 - $0)) & 1 }
+            for v in 0...1 {
+                var packed: UInt64 = 0
+                for j in 1...4 {
+                    let windows = (0...(4 - j)).filter { start in bits[start..<(start + j)].allSatisfy { $0 == v } }
+                    packed |= UInt64(windows.count) << UInt64(16 * (j - 1))
                 }
+                nibbleWindows[2 * n + v] = packed
             }
-            w[7] = UInt16(value.nonzeroBitCount)
-            byteWindows[value] = w
         }
-        var pairWindows = [SIMD16<UInt16>](repeating: .zero, count: 256)
-        for index in 0..<256 {
-            let tail = index >> 4
-            let head = index & 0x0F
-            let v = tail >> 3
-            guard v == head >> 3 else { continue }
-            let t = (tail & 7) + 1
-            let l = (head & 7) + 1
-            var w = SIMD16<UInt16>.zero
-            for j in 2...7 {
-                // u bits before the boundary (1...t), j − u after it (1...l).
-                let low = max(1, j - l)
-                let high = min(j - 1, t)
-                if high >= low { w[(v == 0 ? 0 : 8) + j - 1] = UInt16(high - low + 1) }
-            }
-            pairWindows[index] = w
-        }
-        self.codes = codes
-        self.byteWindows = byteWindows
-        self.pairWindows = pairWindows
+        self.codes = UnsafePointer(codes)
+        self.tailRows = UnsafePointer(tailRows)
+        self.nibbleWindows = UnsafePointer(nibbleWindows)
     }
 }

@@ -104,7 +104,11 @@ public struct HealthStatistics: Hashable, Sendable {
 /// let monitor = try HealthMonitor(GetRandomSource(), onEvent: { continuation.yield($0) })
 /// ```
 ///
-/// The monitor allocates its 2,500-byte block once; fills do not allocate. Not thread-safe: one owner
+/// A request that spans whole blocks has them read straight into the caller's buffer (one read of
+/// the source for up to 64 blocks) and tested there; a failing block is wiped before `fill` returns,
+/// and the buffer past the returned count holds zeros or untouched bytes, never untested or failing
+/// ones. The rest of a request goes through the monitor's own 2,500-byte block, allocated once;
+/// fills do not allocate. Not thread-safe: one owner
 /// (a pool's filler thread) calls ``fill(_:)``.
 public final class HealthMonitor<Base: EntropySource>: EntropySource {
     /// The wrapped source.
@@ -183,6 +187,24 @@ public final class HealthMonitor<Base: EntropySource>: EntropySource {
         try ensureHealthy()
         var written = 0
         while written < buffer.count {
+            let remaining = buffer.count - written
+            if served == FIPSTest.blockSize && remaining >= FIPSTest.blockSize {
+                // Whole blocks go straight into the caller's buffer: one read of the source, tests
+                // in place, no copy and no wipe of passing bytes.
+                let blocks = min(remaining / FIPSTest.blockSize, Self.maximumBlocksPerRead)
+                let region = UnsafeMutableRawBufferPointer(
+                    rebasing: buffer[written..<(written + blocks * FIPSTest.blockSize)])
+                var kept = 0
+                do throws(EntropySourceError) {
+                    try fillWholeBlocks(region, kept: &kept)
+                    written += kept
+                } catch {
+                    written += kept
+                    if written > 0 { return written }
+                    throw error
+                }
+                continue
+            }
             if served == FIPSTest.blockSize {
                 do throws(EntropySourceError) {
                     try loadPassingBlock()
@@ -216,7 +238,7 @@ public final class HealthMonitor<Base: EntropySource>: EntropySource {
             }
             for _ in 0..<needed {
                 try base.fillAll(block)
-                if let newFailure = testBlock() {
+                if let newFailure = testBlock(UnsafeRawBufferPointer(block)) {
                     discardBlock()
                     recordRejection(newFailure)
                     state = .failed(newFailure)
@@ -231,6 +253,51 @@ public final class HealthMonitor<Base: EntropySource>: EntropySource {
         }
     }
 
+    /// Blocks read from the source at once when a request spans whole blocks (160 kB): bounds
+    /// what a failing source makes the monitor read and discard.
+    static var maximumBlocksPerRead: Int { 64 }
+
+    /// Reads `region.count / blockSize` blocks into `region` and tests each in order, exactly as if
+    /// they had been read one by one. Passing blocks are packed at the front (`kept` bytes); the
+    /// rest of `region`, including every failing block, is wiped. Throws (with `kept` set) when the
+    /// source fails or the monitor is marked failed.
+    private func fillWholeBlocks(_ region: UnsafeMutableRawBufferPointer, kept: inout Int) throws(EntropySourceError) {
+        let size = FIPSTest.blockSize
+        do throws(EntropySourceError) {
+            try base.fillAll(region)
+        } catch {
+            region.initializeMemory(as: UInt8.self, repeating: 0)
+            throw error
+        }
+        defer {
+            if kept < region.count {
+                UnsafeMutableRawBufferPointer(rebasing: region[kept...]).initializeMemory(as: UInt8.self, repeating: 0)
+            }
+        }
+        var offset = 0
+        while offset < region.count {
+            let candidate = UnsafeMutableRawBufferPointer(rebasing: region[offset..<(offset + size)])
+            if let failure = testBlock(UnsafeRawBufferPointer(candidate)) {
+                candidate.initializeMemory(as: UInt8.self, repeating: 0)
+                recordRejection(failure)
+                onEvent?(.blockRejected(failure, consecutive: consecutiveRejections))
+                if consecutiveRejections >= configuration.rejectionsToFail {
+                    markFailed(failure)
+                    throw .unhealthy(source: base.name, failure: failure)
+                }
+            } else {
+                consecutiveRejections = 0
+                statistics.blocksPassed += 1
+                if kept != offset {
+                    // An earlier block of this read failed: close the gap (the ranges do not overlap).
+                    region.baseAddress!.advanced(by: kept).copyMemory(from: candidate.baseAddress!, byteCount: size)
+                }
+                kept += size
+            }
+            offset += size
+        }
+    }
+
     /// Reads blocks until one passes; marks the source failed after too many rejections in a row.
     private func loadPassingBlock() throws(EntropySourceError) {
         while true {
@@ -240,7 +307,7 @@ public final class HealthMonitor<Base: EntropySource>: EntropySource {
                 discardBlock()
                 throw error
             }
-            guard let failure = testBlock() else {
+            guard let failure = testBlock(UnsafeRawBufferPointer(block)) else {
                 served = 0
                 consecutiveRejections = 0
                 statistics.blocksPassed += 1
@@ -256,8 +323,7 @@ public final class HealthMonitor<Base: EntropySource>: EntropySource {
         }
     }
 
-    private func testBlock() -> HealthTestFailure? {
-        let bytes = UnsafeRawBufferPointer(block)
+    private func testBlock(_ bytes: UnsafeRawBufferPointer) -> HealthTestFailure? {
         if let failure = continuous.test(bytes) {
             // Keep the FIPS continuous-test word in step even though the block is rejected.
             _ = fips.test(bytes)
