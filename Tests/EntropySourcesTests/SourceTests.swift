@@ -80,7 +80,7 @@ func temporaryFile(_ bytes: [UInt8]) -> String {
 
 @Suite struct FileSourceTests {
     @Test func readsDevURandom() throws {
-        var source = try FileSource(path: "/dev/urandom")
+        let source = try FileSource(path: "/dev/urandom")
         #expect(!source.mayBlock)
         var bytes = [UInt8](repeating: 0, count: 4096)
         try bytes.withUnsafeMutableBytes { try source.fillAll($0) }
@@ -90,7 +90,7 @@ func temporaryFile(_ bytes: [UInt8]) -> String {
     @Test func regularFileEndsWithExhaustedNeverZero() throws {
         let path = temporaryFile(Array(0..<100))
         defer { unlink(path) }
-        var source = try FileSource(path: path)
+        let source = try FileSource(path: path)
         #expect(!source.mayBlock)
         var bytes = [UInt8](repeating: 0, count: 64)
         #expect(try bytes.withUnsafeMutableBytes { try source.fill($0) } == 64)
@@ -232,7 +232,7 @@ func temporaryFile(_ bytes: [UInt8]) -> String {
         let done = DispatchSemaphore(value: 0)
         Thread {
             do {
-                var source = try HardwareRNGSource()
+                let source = try HardwareRNGSource()
                 var bytes = [UInt8](repeating: 0, count: 16)
                 try bytes.withUnsafeMutableBytes { try source.fillAll($0) }
                 result.withLock { $0 = .success(bytes) }
