@@ -128,7 +128,7 @@ public struct EGDRequestDecoder: Sendable {
     /// what it needs of an incomplete command.
     ///
     /// - Throws: ``EGDDecodingError``, after `body` has seen every request before the offending byte.
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func decodeAll(
         _ input: UnsafeRawBufferPointer,
         _ body: (EGDRequest) -> Void
