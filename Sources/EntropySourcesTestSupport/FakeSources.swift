@@ -44,7 +44,7 @@ public struct ScriptedSource: EntropySource {
 }
 
 /// A deterministic generator (SplitMix64) used by the fake sources.
-public struct SplitMix: Sendable {
+public struct SplitMix: RandomNumberGenerator, Sendable {
     var state: UInt64
     /// Seeds the generator.
     public init(seed: UInt64) { state = seed }

@@ -33,18 +33,6 @@ struct ZeroGenerator: RandomNumberGenerator {
     mutating func next() -> UInt64 { 0 }
 }
 
-/// A seeded generator (SplitMix64) for jittered delays that are reproducible.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 @Suite(.serialized) struct RemoteEGDSourceTests {
     static let fastBackoff = RemoteEGDConfiguration.Backoff(
         initial: .milliseconds(10), maximum: .milliseconds(80), multiplier: 2, jitter: 0)
@@ -150,7 +138,7 @@ struct SeededGenerator: RandomNumberGenerator {
             let sleeper = RecordingSleeper { call in if call == 7 { server.start() } }
             let source = try RemoteEGDSource(
                 endpoint: server.endpoint, configuration: Self.configuration(attempts: 10, jitter: 0.5),
-                random: SeededGenerator(state: seed), sleep: sleeper.sleep)
+                random: SplitMix(seed: seed), sleep: sleeper.sleep)
             _ = try Self.fill(source, 64)
             return sleeper.recorded
         }
