@@ -5,7 +5,7 @@
 // The first five libraries (VirtQueue, EGDCodec, RateLimit, EntropySources, VirtRNGCore) import
 // nothing outside the Swift toolchain (and our own small C shims), so a hypervisor tool can depend
 // on exactly the piece it needs. Benchmarks live in their own package under Benchmarks/ so that
-// depending on VirtRNG never resolves the benchmark harness. No unsafeFlags anywhere: they would
+// depending on VirtRNG never resolves the benchmark harness. No unsafe compiler flags anywhere: they would
 // make this package unusable as a dependency.
 import PackageDescription
 
