@@ -109,20 +109,23 @@ public struct EGDResponseDecoder: Sendable {
             input = input[index...]
             consumed = offset
         }
+        /// Copies what `input` holds of the payload, up to `length` bytes in all; true once complete.
+        func collectPayload(upTo length: Int) -> Bool {
+            let chunkEnd = input.index(index, offsetBy: length - payload.count, limitedBy: end) ?? end
+            let chunk = input[index..<chunkEnd]
+            // chunk.count ≤ length − payload.count, so the payload never exceeds length ≤ 255.
+            offset &+= UInt64(chunk.count)
+            progress &+= chunk.count
+            payload.appendUnchecked(contentsOf: chunk)
+            index = chunkEnd
+            return payload.count == length
+        }
         while queued > 0 {
             let expectation = queue[head]
             if progress == 0 { messageStart = offset }
             switch expectation {
             case .blocking(let count):
-                let wanted = Int(count) - payload.count
-                let chunkEnd = input.index(index, offsetBy: wanted, limitedBy: end) ?? end
-                let chunk = input[index..<chunkEnd]
-                // chunk.count ≤ wanted, so the payload never exceeds count ≤ 255.
-                offset &+= UInt64(chunk.count)
-                progress &+= chunk.count
-                payload.appendUnchecked(contentsOf: chunk)
-                index = chunkEnd
-                guard payload.count == Int(count) else { return nil }
+                guard collectPayload(upTo: Int(count)) else { return nil }
                 return .blockingData(complete())
             case .entropyLevel:
                 while progress < 4 {
@@ -154,14 +157,7 @@ public struct EGDResponseDecoder: Sendable {
                 progress = 1
                 declaredLength = length
             case .nonBlocking:
-                let wanted = Int(declaredLength) - payload.count
-                let chunkEnd = input.index(index, offsetBy: wanted, limitedBy: end) ?? end
-                let chunk = input[index..<chunkEnd]
-                offset &+= UInt64(chunk.count)
-                progress &+= chunk.count
-                payload.appendUnchecked(contentsOf: chunk)
-                index = chunkEnd
-                guard payload.count == Int(declaredLength) else { return nil }
+                guard collectPayload(upTo: Int(declaredLength)) else { return nil }
                 return .nonBlockingData(complete())
             case .processID:
                 while payload.count < Int(declaredLength) {
