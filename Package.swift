@@ -31,11 +31,18 @@ let package = Package(
         .library(name: "EntropySourcesTestSupport", targets: ["EntropySourcesTestSupport"]),
         .executable(name: "virtrng-sim", targets: ["virtrng-sim"]),
         .executable(name: "egd-client", targets: ["egd-client"]),
+        .executable(name: "virtrngd", targets: ["virtrngd"]),
+        .library(name: "EGDServer", targets: ["EGDServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         // `make docs` (and CI) build every library's DocC catalog with --warnings-as-errors.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+        // The daemons' edges only: no library of the first five imports these.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // MARK: C shims (our own; no system libraries)
@@ -51,6 +58,19 @@ let package = Package(
         .target(
             name: "VirtRNGCore",
             dependencies: ["VirtQueue", "EGDCodec", "RateLimit", "EntropySources"],
+            swiftSettings: strictSettings
+        ),
+
+        // The EGD service over unix and TCP sockets: SwiftNIO channels in front of the broker.
+        .target(
+            name: "EGDServer",
+            dependencies: [
+                "EGDCodec", "EntropySources", "RateLimit", "VirtRNGCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
             swiftSettings: strictSettings
         ),
 
@@ -75,6 +95,17 @@ let package = Package(
             name: "egd-client",
             dependencies: [
                 "EGDCodec", "EntropySources", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        .executableTarget(
+            name: "virtrngd",
+            dependencies: [
+                "EGDServer", "EntropySources", "RateLimit", "VirtRNGCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
         ),
@@ -116,6 +147,11 @@ let package = Package(
         .testTarget(
             name: "EGDClientTests",
             dependencies: ["egd-client", "EGDCodec", "EntropySources"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "VirtRNGCoreTests",
+            dependencies: ["VirtRNGCore", "RateLimitTestSupport", "EntropySourcesTestSupport"],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -106,6 +106,21 @@ public final class PrefetchPool: EntropySource, Sendable {
         return try core.take(into: buffer, wait: false)
     }
 
+    /// Calls `handler` once, on some thread, as soon as a ``tryFill(_:)`` would not return 0: the pool
+    /// holds bytes, the source failed, or the pool was closed. If that is already so, `handler` runs
+    /// now, on the caller's thread. A later call replaces a handler that has not run yet.
+    ///
+    /// This is how an event loop waits for a slow or stalled source without polling: it calls
+    /// `tryFill`, and on 0 asks to be told, then hops back to its own thread in the handler.
+    public func notifyWhenAvailable(_ handler: @escaping @Sendable () -> Void) {
+        let runNow = core.withLock { () -> Bool in
+            if core.count > 0 || core.error != nil || core.closed { return true }
+            core.availabilityHandler = handler
+            return false
+        }
+        if runNow { handler() }
+    }
+
     /// Stops the filler, wipes the buffer and wakes every waiting consumer with
     /// ``EntropySourceError/poolClosed``. Idempotent.
     public func close() { core.close() }
@@ -178,6 +193,8 @@ final class PoolCore: @unchecked Sendable {
     var closed = false
     var stopped = false
     var error: EntropySourceError?
+    /// One-shot waiter of ``PrefetchPool/notifyWhenAvailable(_:)``; taken and called outside the lock.
+    var availabilityHandler: (@Sendable () -> Void)?
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private let dataAvailable: UnsafeMutablePointer<pthread_cond_t>
     private let spaceNeeded: UnsafeMutablePointer<pthread_cond_t>
@@ -268,21 +285,31 @@ final class PoolCore: @unchecked Sendable {
     }
 
     func publish(_ n: Int) {
-        withLock {
-            guard !closed else { return }
+        let handler = withLock { () -> (@Sendable () -> Void)? in
+            guard !closed else { return nil }
             count += n
             error = nil
             if count >= high { filling = false }
             pthread_cond_broadcast(dataAvailable)
+            return takeAvailabilityHandler()
         }
+        handler?()
     }
 
     func record(_ error: EntropySourceError, stopping: Bool) {
-        withLock {
+        let handler = withLock { () -> (@Sendable () -> Void)? in
             self.error = error
             if stopping { stopped = true }
             pthread_cond_broadcast(dataAvailable)
+            return takeAvailabilityHandler()
         }
+        handler?()
+    }
+
+    /// Under the lock: the waiting handler, cleared.
+    private func takeAvailabilityHandler() -> (@Sendable () -> Void)? {
+        defer { availabilityHandler = nil }
+        return availabilityHandler
     }
 
     /// Sleeps on the filler's condition for the backoff, woken early by close.
@@ -304,8 +331,8 @@ final class PoolCore: @unchecked Sendable {
     }
 
     func close() {
-        withLock {
-            guard !closed else { return }
+        let handler = withLock { () -> (@Sendable () -> Void)? in
+            guard !closed else { return nil }
             closed = true
             // Wipe the unserved bytes only; the filler may still be writing its own region, which
             // deinit wipes once the filler has let go of the core.
@@ -317,6 +344,8 @@ final class PoolCore: @unchecked Sendable {
             count = 0
             pthread_cond_broadcast(dataAvailable)
             pthread_cond_broadcast(spaceNeeded)
+            return takeAvailabilityHandler()
         }
+        handler?()
     }
 }

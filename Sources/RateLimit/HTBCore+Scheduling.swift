@@ -347,6 +347,21 @@ extension HTBCore {
         }
     }
 
+    /// Takes up to `bytes` of a leaf's demand away (a consumer left or paused); the leaf leaves the
+    /// active rows when none is left.
+    @usableFromInline
+    mutating func removeDemand(_ bytes: Int, leaf: Int32) throws(RateLimitError) {
+        guard nodes[Int(leaf)].childCount == 0 else { throw .notALeaf(nodes[Int(leaf)].configuration.id) }
+        let i = Int(leaf)
+        guard bytes > 0, nodes[i].demand > 0 else { return }
+        nodes[i].demand -= min(bytes, nodes[i].demand)
+        if nodes[i].demand == 0 {
+            deactivatePrios(leaf)
+            nodes[i].prioActivity = 0
+            backloggedLeaves -= 1
+        }
+    }
+
     /// Linux `htb_dequeue`: levels 0…7 in turn (sending on one's own rate first), lower prio first in
     /// each level, then `htb_lookup_leaf` down the feeds following the round-robin pointers; DRR along
     /// the path; the leaf gets `min(demand, maximumGrant, quantum)` bytes, charged at the row's level.

@@ -145,6 +145,13 @@ public struct HierarchicalTokenBucket<Instant: InstantProtocol>: Sendable where 
         try core.addDemand(bytes, leaf: core.slot(of: leaf))
     }
 
+    /// Takes up to `bytes` of demand away from a leaf, e.g. when the consumer it stood for left or can
+    /// take no more for now; a leaf left with no demand is no longer scheduled.
+    @inlinable
+    public mutating func removeDemand(_ bytes: Int, for leaf: HTBClass) throws(RateLimitError) {
+        try core.removeDemand(bytes, leaf: core.slot(of: leaf))
+    }
+
     /// The scheduler: picks the leaf to serve next among those with demand, grants it
     /// `min(demand, maximumGrant, quantum)` bytes and charges them, or says when to decide again.
     @inlinable

@@ -1,0 +1,1 @@
+// EGD service over NIO
