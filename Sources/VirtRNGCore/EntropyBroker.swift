@@ -152,7 +152,8 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
     // MARK: Clients
 
     /// Attaches a client to a leaf class; `sink` receives its answers, in order, on the broker's thread.
-    public func connect(to id: HTBClassID, sink: @escaping (BrokerDelivery) -> Void) throws(BrokerError) -> BrokerClient {
+    public func connect(to id: HTBClassID, sink: @escaping (BrokerDelivery) -> Void) throws(BrokerError) -> BrokerClient
+    {
         guard !delivering else { throw .reentrantCall }
         guard let c = classIndex[id] else { throw .unknownClass(id) }
         guard classes[c].childCount == 0 else { throw .notALeafClass(id) }
