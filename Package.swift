@@ -155,6 +155,18 @@ let package = Package(
             dependencies: ["VirtRNGCore", "RateLimitTestSupport", "EntropySourcesTestSupport"],
             swiftSettings: strictSettings
         ),
+        // An in-process EGDServer on unix sockets, driven by raw-socket clients (hostile ones included).
+        .testTarget(
+            name: "EGDServerTests",
+            dependencies: ["EGDServer", "EntropySources", "EntropySourcesTestSupport", "VirtRNGCore", "RateLimit"],
+            swiftSettings: strictSettings
+        ),
+        // Runs the built virtrngd binary: configuration errors, signals, socket files.
+        .testTarget(
+            name: "VirtRNGDTests",
+            dependencies: ["virtrngd", "EntropySources"],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "RateLimitTests",
             dependencies: ["RateLimit", "RateLimitTestSupport"],

@@ -376,11 +376,10 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
             if classes[c].cursor >= classes[c].ring.count { classes[c].cursor = 0 }
             let s = Int(classes[c].ring[classes[c].cursor])
             let give = min(remaining, clients[s].pendingBytes, classes[c].turnLeft)
-            let generation = clients[s].generation
-            deliverBlocking(s, give, at: now)
-            remaining -= give
-            classes[c].turnLeft -= give
-            guard clients[s].live, clients[s].generation == generation else { continue }
+            let given = deliverBlocking(s, give, at: now)
+            remaining -= given
+            classes[c].turnLeft -= given
+            if given < give { break }  // the stage ran dry (a non-blocking read took bytes meanwhile)
             if clients[s].pendingBytes == 0 {
                 setScheduled(s, false)
             } else if classes[c].turnLeft <= 0 {
@@ -388,15 +387,27 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
                 classes[c].turnLeft = classes[c].configuration.clientQuantum
             }
         }
+        if remaining > 0 {
+            // Granted but not served: hand the demand back to the schedule (the class was charged for
+            // these bytes; this happens only when the supply cannot keep up).
+            registerDemand(c, min(remaining, classes[c].demand - classes[c].scheduledDemand))
+        }
     }
 
-    /// Serves `bytes` of the client's blocking reads from the stage, then answers what follows them.
-    func deliverBlocking(_ s: Int, _ bytes: Int, at now: Instant) {
+    /// Serves up to `bytes` of the client's blocking reads from the stage, answering the requests that
+    /// need no waiting as they reach the front; returns the bytes served (fewer only if the stage and
+    /// the supply run dry).
+    func deliverBlocking(_ s: Int, _ bytes: Int, at now: Instant) -> Int {
         var left = bytes
         let c = clients[s].classSlot
         let generation = clients[s].generation
-        while left > 0, case .read(let want)? = clients[s].queue.first {
-            let n = min(left, want)
+        while left > 0 {
+            answerImmediateRequests(s, generation: generation, at: now)
+            guard case .read(let want)? = clients[s].queue.first, want > 0 else { break }
+            var n = min(left, want)
+            if stageEnd - stageStart < n { _ = topUpStage(wanting: n) }
+            n = min(n, stageEnd - stageStart)
+            guard n > 0 else { break }
             let piece = takeStaged(n)
             clients[s].pendingBytes -= n
             clients[s].served &+= UInt64(n)
@@ -414,9 +425,9 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
             deliver(s, .bytes(UnsafeRawBufferPointer(piece), completesRead: complete))
             piece.initializeMemory(as: UInt8.self, repeating: 0)
             left -= n
-            guard clients[s].live, clients[s].generation == generation else { return }
         }
         answerImmediateRequests(s, generation: generation, at: now)
+        return bytes - left
     }
 
     /// Answers, in order, the requests at the front of the queue that need no waiting.
@@ -441,9 +452,9 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
                 classes[c].statistics.requestsAnswered &+= 1
                 let granted = grantNow(n, toClass: c, at: now)
                 let piece = takeStaged(granted)
-                clients[s].served &+= UInt64(granted)
-                classes[c].statistics.bytesServed &+= UInt64(granted)
-                bytesServed &+= UInt64(granted)
+                clients[s].served &+= UInt64(piece.count)
+                classes[c].statistics.bytesServed &+= UInt64(piece.count)
+                bytesServed &+= UInt64(piece.count)
                 deliver(s, .available(UnsafeRawBufferPointer(piece)))
                 piece.initializeMemory(as: UInt8.self, repeating: 0)
             }
@@ -467,7 +478,9 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
     }
 
     /// The next `n` staged bytes (the caller wipes them after use).
-    func takeStaged(_ n: Int) -> UnsafeMutableRawBufferPointer {
+    func takeStaged(_ requested: Int) -> UnsafeMutableRawBufferPointer {
+        // Never past what the supply handed out: a caller asking for more gets what is staged.
+        let n = min(requested, stageEnd - stageStart)
         let piece = UnsafeMutableRawBufferPointer(rebasing: stage[stageStart..<(stageStart + n)])
         stageStart += n
         if stageStart == stageEnd {
