@@ -5,7 +5,7 @@ public import RateLimit
 ///
 /// The broker is what `virtrngd` serves EGD clients with and what a vhost-user backend fills guest
 /// queues with; it knows nothing of sockets. Clients attach to leaf **classes** (one per listening
-/// socket, guest or group of guests); the classes form a Linux-style HTB tree (``RateLimit``), so each
+/// socket, guest or group of guests); the classes form a Linux-style HTB tree (the `RateLimit` library), so each
 /// class is guaranteed its rate, may borrow idle bandwidth up to its ceil, and lends what it does not use.
 /// Within a class, the clients (connections) take turns by deficit round robin, ``BrokerClassConfiguration/clientQuantum``
 /// bytes a turn. A connection is deliberately not an HTB class with a rate of its own: then a client could
