@@ -9,9 +9,10 @@ FUZZ_TARGETS := $(notdir $(wildcard Fuzz/Fuzz*))
 setup:
 	@scripts/setup.sh build
 
-# The main job. Until virtrngd lands this runs a simulated Linux guest through a virtqueue.
+# The main job: virtrngd serving getrandom on its default socket, /run/virtrngd/egd-pool, until SIGTERM
+# or Ctrl-C. Extra flags: make run ARGS="--socket /tmp/egd,rate=20k".
 run: setup
-	$(SWIFT) run -c release virtrng-sim
+	$(SWIFT) run -c release virtrngd $(ARGS)
 
 test: setup
 	$(SWIFT) test --disable-xctest
@@ -45,6 +46,6 @@ bench-ci: setup
 	scripts/bench-ci.sh
 
 docs:
-	@for t in VirtQueue EGDCodec RateLimit EntropySources VirtRNGCore; do echo "docs: $$t";  \
+	@for t in VirtQueue EGDCodec RateLimit EntropySources VirtRNGCore EGDServer; do echo "docs: $$t";  \
 	  $(SWIFT) package generate-documentation --target $$t --warnings-as-errors >/dev/null || exit 1; \
 	done

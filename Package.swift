@@ -70,7 +70,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strictSettings
         ),
@@ -111,6 +111,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSettings
         ),
@@ -159,6 +160,18 @@ let package = Package(
             dependencies: [
                 "VirtRNGCore", "VirtRNGCoreTestSupport", "RateLimitTestSupport", "EntropySourcesTestSupport",
             ],
+            swiftSettings: strictSettings
+        ),
+        // An in-process EGDServer on unix sockets, driven by raw-socket clients (hostile ones included).
+        .testTarget(
+            name: "EGDServerTests",
+            dependencies: ["EGDServer", "EntropySources", "EntropySourcesTestSupport", "VirtRNGCore", "RateLimit"],
+            swiftSettings: strictSettings
+        ),
+        // Runs the built virtrngd binary: configuration errors, signals, socket files.
+        .testTarget(
+            name: "VirtRNGDTests",
+            dependencies: ["virtrngd", "EntropySources"],
             swiftSettings: strictSettings
         ),
         .testTarget(

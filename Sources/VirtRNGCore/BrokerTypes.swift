@@ -3,8 +3,8 @@ public import RateLimit
 
 /// Where an ``EntropyBroker`` takes its bytes from: a supply that never blocks.
 ///
-/// ``PrefetchPool`` is the supply of a daemon: its filler thread runs the (possibly blocking,
-/// health-monitored) source, and ``PrefetchPool/tryFill(_:)`` only copies out what is buffered. Tests
+/// `PrefetchPool` is the supply of a daemon: its filler thread runs the (possibly blocking,
+/// health-monitored) source, and `PrefetchPool.tryFill(_:)` only copies out what is buffered. Tests
 /// give the broker a scripted supply to make "empty", "failing" and "recovered" deterministic.
 public protocol EntropySupply: AnyObject {
     /// A short name for messages, e.g. `"pool(health(getrandom))"`.

@@ -5,7 +5,7 @@ public import RateLimit
 ///
 /// The broker is what `virtrngd` serves EGD clients with and what a vhost-user backend fills guest
 /// queues with; it knows nothing of sockets. Clients attach to leaf **classes** (one per listening
-/// socket, guest or group of guests); the classes form a Linux-style HTB tree (``RateLimit``), so each
+/// socket, guest or group of guests); the classes form a Linux-style HTB tree (the `RateLimit` library), so each
 /// class is guaranteed its rate, may borrow idle bandwidth up to its ceil, and lends what it does not use.
 /// Within a class, the clients (connections) take turns by deficit round robin, ``BrokerClassConfiguration/clientQuantum``
 /// bytes a turn. A connection is deliberately not an HTB class with a rate of its own: then a client could
@@ -390,11 +390,12 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
             if classes[c].cursor >= classes[c].ring.count { classes[c].cursor = 0 }
             let s = Int(classes[c].ring[classes[c].cursor])
             let give = min(remaining, clients[s].pendingBytes, classes[c].turnLeft)
-            let generation = clients[s].generation
             let given = deliverBlocking(s, give, at: now)
             remaining -= given
             classes[c].turnLeft -= given
-            guard clients[s].live, clients[s].generation == generation else { continue }
+            // Not expected (the grant's bytes are reserved in the stage); kept as a guard: the rest goes
+            // back to the schedule below.
+            if given < give { break }
             if clients[s].pendingBytes == 0 {
                 setScheduled(s, false)
             } else if classes[c].turnLeft <= 0 {
@@ -402,19 +403,24 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
                 classes[c].turnLeft = classes[c].configuration.clientQuantum
             }
         }
+        if remaining > 0 {
+            // Granted but not served: hand the demand back to the schedule (the class was charged for
+            // these bytes). Not expected while the grant's bytes are reserved in the stage.
+            registerDemand(c, min(remaining, classes[c].demand - classes[c].scheduledDemand))
+        }
     }
 
     /// Serves `bytes` of the decision being distributed to the client's blocking reads, answering in
-    /// order the requests that follow each read it completes; returns the bytes served (all of them,
-    /// since the client's pending reads cover them and no sink can change the queue meanwhile).
+    /// order the requests that follow each read it completes; returns the bytes served (all of them:
+    /// the client's pending reads cover them, the stage holds them in reserve, and no sink can change
+    /// the queue meanwhile).
     func deliverBlocking(_ s: Int, _ bytes: Int, at now: Instant) -> Int {
         var left = bytes
         let c = clients[s].classSlot
         let generation = clients[s].generation
-        while left > 0, clients[s].live, clients[s].generation == generation,
-            case .read(let want)? = clients[s].queue.first
-        {
-            let n = min(left, want)
+        while left > 0, case .read(let want)? = clients[s].queue.first {
+            let n = min(left, want, stageEnd - stageStart)
+            guard n > 0 else { break }
             let piece = takeStaged(n)
             reserved -= n
             clients[s].pendingBytes -= n
@@ -463,9 +469,9 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
                 classes[c].statistics.requestsAnswered &+= 1
                 let granted = grantNow(n, toClass: c, at: now)
                 let piece = takeStaged(granted)
-                clients[s].served &+= UInt64(granted)
-                classes[c].statistics.bytesServed &+= UInt64(granted)
-                bytesServed &+= UInt64(granted)
+                clients[s].served &+= UInt64(piece.count)
+                classes[c].statistics.bytesServed &+= UInt64(piece.count)
+                bytesServed &+= UInt64(piece.count)
                 deliver(s, .available(UnsafeRawBufferPointer(piece)))
                 piece.initializeMemory(as: UInt8.self, repeating: 0)
             }
@@ -500,7 +506,9 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
     }
 
     /// The next `n` staged bytes (the caller wipes them after use).
-    func takeStaged(_ n: Int) -> UnsafeMutableRawBufferPointer {
+    func takeStaged(_ requested: Int) -> UnsafeMutableRawBufferPointer {
+        // Never past what the supply handed out: a caller asking for more gets what is staged.
+        let n = min(requested, stageEnd - stageStart)
         let piece = UnsafeMutableRawBufferPointer(rebasing: stage[stageStart..<(stageStart + n)])
         stageStart += n
         if stageStart == stageEnd {

@@ -56,7 +56,6 @@ func ceilHeld(_ broker: Broker, _ shaping: HTBClassConfiguration, at now: Instan
         let total = rates.reduce(0, +)
         #expect(index >= 0.99, "Jain \(index), rates \(rates)")
         #expect(relativeError(total, 20_000) < 0.01, "class rate \(total)")
-        print("equal clients of one class: Jain \(index), class rate error \(relativeError(total, 20_000))")
     }
 
     @Test func equalClassesUnderACommonParentGetTheirRatesAndTheParentItsCeil() throws {
@@ -69,12 +68,10 @@ func ceilHeld(_ broker: Broker, _ shaping: HTBClassConfiguration, at now: Instan
         for (label, c) in children.enumerated() {
             guests.append(GreedyClient(label: label, client: try broker.connect(to: c.id, sink: { _ in })))
         }
-        var runs = 0
         let rates = try ratesPerSecond(
             broker, keys: Array(children.indices), served: { try broker.statistics(of: children[$0].id).bytesServed },
             until: ms(61_000), beforeRun: { now in for g in guests { try g.topUp(broker, at: now) } },
             afterRun: { now in
-                runs += 1
                 // Children under their rates send without asking the parent (as in Linux), so the
                 // parent's bound adds their bursts and grants to its own cburst and grant.
                 let total = try children.reduce(0) { try $0 + broker.statistics(of: $1.id).bytesServed }
@@ -86,7 +83,6 @@ func ceilHeld(_ broker: Broker, _ shaping: HTBClassConfiguration, at now: Instan
         let worst = rates.map { relativeError($0, 10_000) }.max()!
         #expect(index >= 0.99, "Jain \(index), rates \(rates)")
         #expect(worst < 0.01, "rates \(rates)")
-        print("equal classes under a parent: Jain \(index), worst class rate error \(worst), \(runs) runs")
     }
 
     @Test func aClassNeverExceedsItsCeilEvenWithTheParentIdle() throws {
@@ -112,7 +108,6 @@ func ceilHeld(_ broker: Broker, _ shaping: HTBClassConfiguration, at now: Instan
             },
             afterRun: { now in try ceilHeld(broker, busy, at: now) })
         #expect(relativeError(rates[0], 30_000) < 0.01, "rate \(rates[0])")
-        print("ceil: class rate error \(relativeError(rates[0], 30_000))")
     }
 
     @Test func anIdleClassesShareIsLentToBusySiblingsInProportionToQuantum() throws {
@@ -149,9 +144,6 @@ func ceilHeld(_ broker: Broker, _ shaping: HTBClassConfiguration, at now: Instan
         for (i, rate) in [5_000.0, 5_000, 20_000].enumerated() {
             #expect(relativeError(back[i], rate) < 0.01, "class \(i): \(back[i])")
         }
-        print(
-            "lending: errors \(relativeError(lent[0], expected[0])), \(relativeError(lent[1], expected[1])); "
-                + "after C wakes \(back)")
     }
 
     @Test func aHostileClassWithManyConnectionsGetsNoMoreThanItsCeilAndItsNeighbourKeepsItsRate() throws {
@@ -197,7 +189,6 @@ func ceilHeld(_ broker: Broker, _ shaping: HTBClassConfiguration, at now: Instan
         // Within the hostile class its connections share equally.
         let perConnection = try attackers.map { Double(try broker.bytesServed(to: $0.client)) }
         #expect(jain(perConnection) >= 0.99, "Jain \(jain(perConnection))")
-        print("hostile: class rate error \(relativeError(rates[0], 20_000)), Jain \(jain(perConnection))")
     }
 
     @Test func aGreedyClientOfAWindowedClassGetsMaxBytesPerPeriod() throws {

@@ -202,7 +202,6 @@ import VirtRNGCoreTestSupport
         // The pool retries the source (1 ms, doubling) and tells the broker each time, no more often.
         let after = runs - runsAtFailure
         #expect(after < 40, "\(after) runs in 300 ms, \(wakes.count) wakes")
-        print("stuck source, \(policy): \(after) runs in 300 ms after the failure")
         #expect(log.events.filter { if case .sourceFailed = $0 { true } else { false } }.count == 1)
         #expect(deliveries.stream.isEmpty)
         #expect(broker.bytesServed == 0)
