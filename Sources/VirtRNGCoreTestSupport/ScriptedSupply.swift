@@ -6,7 +6,7 @@ public import VirtRNGCore
 ///
 /// Its bytes are a fixed pseudo-random stream (SplitMix64's outputs, little-endian), so
 /// a test can check that what clients received is exactly ``expectedBytes(_:)`` of the bytes handed
-/// out: none invented, none twice. ``tryFill(_:)`` behaves as ``PrefetchPool/tryFill(_:)`` does: it
+/// out: none invented, none twice. ``tryFill(_:)`` behaves as `PrefetchPool.tryFill(_:)` does: it
 /// copies out up to ``available`` bytes (at most ``maximumPerFill`` per call), and only when nothing
 /// is available throws ``error``, if one is set.
 ///
