@@ -35,7 +35,8 @@ What `restart` shows (QEMU 7.2, Linux 6.1 guest; measured 2026-11-23):
   - period=10000 (this test's default, to keep it short): the timer, armed when the read began,
     fires 10 s later (measured: chunk 5 took 9.7 s, resumed 9.1 s after the restart);
   - period=1000: the timer fires while the chardev is still reconnecting (reconnect=1 waits a second),
-    its request is lost as well, nothing re-arms it, and the guest never resumes (no progress in 90 s);
+    its request is lost as well, nothing re-arms it, and the guest never resumes (no progress in 90 s).
+    The same happens with any period whenever the timer happens to expire during the outage;
   - a server that sends 64 unsolicited bytes to each new connection lets QEMU complete the stale
     request at once (QEMU reads as many bytes as its pending requests still lack): the guest resumed
     0.5 s after the restart, with QEMU's default period. No EGD client but QEMU wants such bytes.
