@@ -515,15 +515,13 @@ def test_restart(ctx):
     """Stop the server mid-read, restart it on the same path; does the guest's /dev/hwrng read recover?"""
     sock = os.path.join(ctx.tmp, "restart.sock")
     server = EGDServer(ctx, [(sock, None, None)], name="server#1").start()
-    events = {}  # name -> host monotonic time
-    lock = threading.Lock()
+    events = {}  # "stop", "restart" -> host monotonic time
 
     def on_line(guest, line):
-        # Stop the server once the guest has read a few chunks (i.e. mid-stream), from this thread
-        # only so that the timing is tight; restarting happens on the main thread.
+        # Stop the server once the guest has read a few chunks (mid-stream), right here on the
+        # console reader's thread so that the timing is tight; the main thread restarts it.
         if line.startswith("VIRTRNG-CHUNK") and len(guest.res.chunks) == ctx.restart_after_chunks:
-            with lock:
-                events["stop"] = time.monotonic()
+            events["stop"] = time.monotonic()
             server.proc.send(signal.SIGTERM)
 
     nbytes, chunks = ctx.restart_bytes, ctx.restart_chunks
