@@ -10,9 +10,13 @@ back-to-back requests meet Nagle and delayed ACK: about 40 ms a round).
 It takes virtrngd's command line so that the harness can swap one for the other:
   --socket PATH       a unix listener (repeatable); each listener is one class
   --tcp HOST:PORT     a TCP listener (repeatable); also a class
+  --rate BYTES/s      limits the class of the listener given before it: a token bucket of
+                      BURST bytes, no borrowing (a simple stand-in for virtrngd's HTB, enough to
+                      check the harness's share measurement); blocking reads wait for tokens,
+                      non-blocking reads get what the bucket holds
   --source S          getrandom (default) | urandom | file:PATH
-  --rate, --ceil, --max-bytes, --period, --metrics-file
-                      accepted and ignored: the stub does not rate-limit
+  --ceil, --max-bytes, --period, --metrics-file
+                      accepted and ignored
 
 On SIGTERM or SIGINT it logs one line per class and a total, then exits 0:
   egd_stub: served class=0 listener=unix:/tmp/x/egd0.sock bytes=65600 requests=1025 connections=1
@@ -27,6 +31,7 @@ import sys
 import time
 
 POOL_SIZE = 1 << 16  # bytes fetched from the source at a time
+BURST = 4096  # bytes a rate-limited class's bucket holds
 MAX_PENDING_OUTPUT = 1 << 20  # stop reading a client that does not read its answers
 
 
@@ -74,11 +79,28 @@ class Source:
 
 
 class Listener:
-    """One listening socket = one class, with its counters."""
+    """One listening socket = one class, with its counters and, if rate-limited, its bucket."""
 
-    def __init__(self, index, name, sock):
-        self.index, self.name, self.sock = index, name, sock
+    def __init__(self, index, name, sock, rate):
+        self.index, self.name, self.sock, self.rate = index, name, sock, rate
         self.served = self.requests = self.connections = 0
+        self.tokens, self.refilled = float(BURST), time.monotonic()
+
+    def grant(self, count, partial):
+        """Bytes that may be served now: `count`, or 0 (blocking) / what the bucket holds
+        (`partial`) when the bucket is short. Without a rate, always `count`."""
+        if not self.rate:
+            return count
+        now = time.monotonic()
+        self.tokens = min(BURST, self.tokens + (now - self.refilled) * self.rate)
+        self.refilled = now
+        granted = count if self.tokens >= count else (int(self.tokens) if partial else 0)
+        self.tokens -= granted
+        return granted
+
+    def ready_at(self, count):
+        """When the bucket will hold `count` tokens."""
+        return self.refilled + max(0.0, count - self.tokens) / self.rate
 
 
 class Client:
@@ -87,6 +109,7 @@ class Client:
         self.inbuf = bytearray()
         self.outbuf = bytearray()
         self.events = selectors.EVENT_READ  # as registered with the selector
+        self.wait_until = None  # a blocking read waits for its class's tokens until then
 
 
 class Server:
@@ -96,39 +119,49 @@ class Server:
         self.listeners = []
         self.unix_paths = []
         self.stopping = False
-        for path in args.socket:
-            if os.path.exists(path):
-                os.unlink(path)  # a stale socket from an earlier run
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.bind(path)
-            self.unix_paths.append(path)
-            self._listen(sock, f"unix:{path}")
-        for spec in args.tcp:
-            host, _, port = spec.rpartition(":")
-            family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind((host.strip("[]"), int(port)))
-            self._listen(sock, f"tcp:{spec}")
+        self.clients = set()
+        for kind, spec, rate in args.listeners:
+            if kind == "socket":
+                if os.path.exists(spec):
+                    os.unlink(spec)  # a stale socket from an earlier run
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.bind(spec)
+                self.unix_paths.append(spec)
+                self._listen(sock, f"unix:{spec}", rate)
+            else:
+                host, _, port = spec.rpartition(":")
+                family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.bind((host.strip("[]"), int(port)))
+                self._listen(sock, f"tcp:{spec}", rate)
         if not self.listeners:
             raise SystemExit("egd_stub: give at least one --socket or --tcp")
 
-    def _listen(self, sock, name):
+    def _listen(self, sock, name, rate):
         sock.listen(64)
         sock.setblocking(False)
-        listener = Listener(len(self.listeners), name, sock)
+        listener = Listener(len(self.listeners), name, sock, rate)
         self.listeners.append(listener)
         self.selector.register(sock, selectors.EVENT_READ, listener)
-        log(f"listening class={listener.index} listener={name}")
+        log(f"listening class={listener.index} listener={name}" + (f" rate={rate}" if rate else ""))
 
     def run(self):
         while not self.stopping:
-            for key, events in self.selector.select(timeout=0.2):
+            now, timeout = time.monotonic(), 0.2  # the timeout also bounds the reaction to SIGTERM
+            for client in self.clients:
+                if client.wait_until is not None:
+                    timeout = min(timeout, max(0.0, client.wait_until - now))
+            for key, events in self.selector.select(timeout=timeout):
                 if isinstance(key.data, Listener):
                     self._accept(key.data)
                 else:
                     self._service(key.data, events)
+            now = time.monotonic()
+            for client in [c for c in self.clients if c.wait_until is not None and c.wait_until <= now]:
+                client.wait_until = None
+                self._resume(client)
         self._report()
         for path in self.unix_paths:
             try:
@@ -145,11 +178,21 @@ class Server:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         listener.connections += 1
-        self.selector.register(sock, selectors.EVENT_READ, Client(sock, listener))
+        client = Client(sock, listener)
+        self.clients.add(client)
+        self.selector.register(sock, selectors.EVENT_READ, client)
 
     def _close(self, client):
+        self.clients.discard(client)
         self.selector.unregister(client.sock)
         client.sock.close()
+
+    def _resume(self, client):
+        """Answers requests that waited for tokens."""
+        if not self._parse(client):
+            self._close(client)
+        else:
+            self._flush(client)
 
     def _service(self, client, events):
         if events & selectors.EVENT_READ:
@@ -164,7 +207,7 @@ class Server:
                 return
             if data:
                 client.inbuf += data
-                if not self._parse(client):
+                if client.wait_until is None and not self._parse(client):
                     self._close(client)
                     return
         self._flush(client)
@@ -181,9 +224,13 @@ class Server:
                 if pos + 2 > len(buf):
                     break
                 count = buf[pos + 1]
-                payload = self.source.take(count)
-                client.outbuf += (bytes([count]) + payload) if command == 0x01 else payload
-                listener.served += count
+                granted = listener.grant(count, partial=command == 0x01)
+                if granted < count and command == 0x02:
+                    client.wait_until = listener.ready_at(count)  # answered in order, later
+                    break
+                payload = self.source.take(granted)
+                client.outbuf += (bytes([granted]) + payload) if command == 0x01 else payload
+                listener.served += granted
                 listener.requests += 1
                 pos += 2
             elif command == 0x03:  # write entropy: accepted and discarded
@@ -228,11 +275,24 @@ class Server:
 
 
 def main():
+    class AddListener(argparse.Action):
+        def __call__(self, parser, namespace, value, option_string=None):
+            namespace.listeners.append((self.dest, value, None))
+
+    class SetRate(argparse.Action):
+        def __call__(self, parser, namespace, value, option_string=None):
+            if not namespace.listeners:
+                parser.error("--rate applies to the --socket or --tcp before it")
+            kind, spec, _ = namespace.listeners[-1]
+            namespace.listeners[-1] = (kind, spec, value)
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--socket", action="append", default=[])
-    parser.add_argument("--tcp", action="append", default=[])
+    parser.set_defaults(listeners=[])
+    parser.add_argument("--socket", action=AddListener, metavar="PATH")
+    parser.add_argument("--tcp", action=AddListener, metavar="HOST:PORT")
+    parser.add_argument("--rate", action=SetRate, type=int, metavar="BYTES/s")
     parser.add_argument("--source", default="getrandom")
-    for ignored in ("--rate", "--ceil", "--max-bytes", "--period", "--metrics-file"):
+    for ignored in ("--ceil", "--max-bytes", "--period", "--metrics-file"):
         parser.add_argument(ignored, action="append", default=[])
     args = parser.parse_args()
     server = Server(args)
