@@ -7,16 +7,16 @@ It speaks the whole EGD protocol (0x00 level, 0x01 non-blocking read, 0x02 block
 requests split across reads, and sets TCP_NODELAY on TCP clients (without it ekeyd-egd-linux's
 back-to-back requests meet Nagle and delayed ACK: about 40 ms a round).
 
-It takes virtrngd's command line so that the harness can swap one for the other:
-  --socket PATH       a unix listener (repeatable); each listener is one class
-  --tcp HOST:PORT     a TCP listener (repeatable); also a class
-  --rate BYTES/s      limits the class of the listener given before it: a token bucket of
-                      BURST bytes, no borrowing (a simple stand-in for virtrngd's HTB, enough to
-                      check the harness's share measurement); blocking reads wait for tokens,
-                      non-blocking reads get what the bucket holds
-  --source S          getrandom (default) | urandom | file:PATH
-  --ceil, --max-bytes, --period, --metrics-file
-                      accepted and ignored
+It takes the part of virtrngd's command line that the harness uses, so that one can stand in for
+the other:
+  --socket PATH[,rate=R][,ceil=C]     a unix listener (repeatable); each listener is one class
+  --tcp HOST:PORT[,rate=R][,ceil=C]   a TCP listener (repeatable); also a class
+  --rate R, --ceil C                  defaults for classes that give none
+  --source S                          getrandom (default) | urandom | file:PATH
+Rates are bytes/s with an optional k, M or G (powers of 1000). A class with a rate gets a token bucket
+of BURST bytes and never borrows (ceil is ignored): a simple stand-in for virtrngd's HTB, enough to
+check the harness's share measurement. Blocking reads wait for tokens and are answered in order;
+non-blocking reads get what the bucket holds.
 
 On SIGTERM or SIGINT it logs one line per class and a total, then exits 0:
   egd_stub: served class=0 listener=unix:/tmp/x/egd0.sock bytes=65600 requests=1025 connections=1
@@ -274,27 +274,35 @@ class Server:
         log(f"served total bytes={total}")
 
 
+def parse_size(text):
+    """`20000`, `20k`, `1M`, `2G` (powers of 1000), as virtrngd reads rates."""
+    multiplier = {"k": 1000, "K": 1000, "M": 10**6, "G": 10**9}.get(text[-1:], 1)
+    value = int(text[:-1] if multiplier > 1 else text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value * multiplier
+
+
 def main():
-    class AddListener(argparse.Action):
-        def __call__(self, parser, namespace, value, option_string=None):
-            namespace.listeners.append((self.dest, value, None))
-
-    class SetRate(argparse.Action):
-        def __call__(self, parser, namespace, value, option_string=None):
-            if not namespace.listeners:
-                parser.error("--rate applies to the --socket or --tcp before it")
-            kind, spec, _ = namespace.listeners[-1]
-            namespace.listeners[-1] = (kind, spec, value)
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.set_defaults(listeners=[])
-    parser.add_argument("--socket", action=AddListener, metavar="PATH")
-    parser.add_argument("--tcp", action=AddListener, metavar="HOST:PORT")
-    parser.add_argument("--rate", action=SetRate, type=int, metavar="BYTES/s")
+    parser.add_argument("--socket", action="append", default=[], metavar="PATH[,opts]")
+    parser.add_argument("--tcp", action="append", default=[], metavar="HOST:PORT[,opts]")
+    parser.add_argument("--rate", type=parse_size, metavar="BYTES/s")
+    parser.add_argument("--ceil", type=parse_size, metavar="BYTES/s")
     parser.add_argument("--source", default="getrandom")
-    for ignored in ("--ceil", "--max-bytes", "--period", "--metrics-file"):
-        parser.add_argument(ignored, action="append", default=[])
     args = parser.parse_args()
+    args.listeners = []
+    for kind, specs in (("socket", args.socket), ("tcp", args.tcp)):
+        for spec in specs:
+            address, *options = spec.split(",")
+            rate = args.rate
+            for option in options:
+                key, _, value = option.partition("=")
+                if key not in ("rate", "ceil"):
+                    parser.error(f"{spec}: unknown option {key!r} (the stub knows rate and ceil)")
+                if key == "rate":
+                    rate = parse_size(value)
+            args.listeners.append((kind, address, rate))
     server = Server(args)
 
     def stop(signum, _frame):
