@@ -4,7 +4,7 @@ SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := $(notdir $(wildcard Fuzz/Fuzz*))
 
-.PHONY: setup run test lint format example fuzz fuzz-build bench bench-ci docs
+.PHONY: setup run test lint format example fuzz fuzz-build bench bench-ci docs interop
 
 setup:
 	@scripts/setup.sh build
@@ -49,3 +49,21 @@ docs:
 	@for t in VirtQueue EGDCodec RateLimit EntropySources VirtRNGCore EGDServer; do echo "docs: $$t";  \
 	  $(SWIFT) package generate-documentation --target $$t --warnings-as-errors >/dev/null || exit 1; \
 	done
+
+# Interop tests against the real peers: a TCG guest's virtio-rng through QEMU's rng-egd, and
+# ekeyd-egd-linux (scripts/interop/run.py; needs root). The server under test is $(VIRTRNGD), by default
+# the release build of virtrngd (built here); EGD_SERVER=stub runs the Python stand-in instead.
+# INTEROP_ARGS passes options to run.py, e.g. INTEROP_ARGS='guest --runs 5'.
+EGD_SERVER ?= virtrngd
+INTEROP_ARGS ?= all
+interop:
+	@scripts/setup.sh interop
+	@scripts/interop/build-guest.sh
+ifeq ($(EGD_SERVER),stub)
+	scripts/interop/run.py --egd-server-cmd stub $(INTEROP_ARGS)
+else ifdef VIRTRNGD
+	scripts/interop/run.py --egd-server-cmd "$(VIRTRNGD)" $(INTEROP_ARGS)
+else
+	$(SWIFT) build -c release --product virtrngd
+	scripts/interop/run.py --egd-server-cmd "$$($(SWIFT) build -c release --show-bin-path)/virtrngd" $(INTEROP_ARGS)
+endif
