@@ -4,14 +4,15 @@ SWIFT ?= swift
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := $(notdir $(wildcard Fuzz/Fuzz*))
 
-.PHONY: setup run test lint format example fuzz fuzz-build bench bench-ci bench-daemon docs
+.PHONY: setup run test lint format example fuzz fuzz-build bench bench-ci bench-daemon docs interop
 
 setup:
 	@scripts/setup.sh build
 
-# The main job. Until virtrngd lands this runs a simulated Linux guest through a virtqueue.
+# The main job: virtrngd serving getrandom on its default socket, /run/virtrngd/egd-pool, until SIGTERM
+# or Ctrl-C. Extra flags: make run ARGS="--socket /tmp/egd,rate=20k".
 run: setup
-	$(SWIFT) run -c release virtrng-sim
+	$(SWIFT) run -c release virtrngd $(ARGS)
 
 test: setup
 	$(SWIFT) test --disable-xctest
@@ -52,6 +53,24 @@ bench-daemon: setup
 	VIRTRNG_BENCH_SHORT=$(BENCH_SHORT) scripts/bench-daemon.py
 
 docs:
-	@for t in VirtQueue EGDCodec RateLimit EntropySources VirtRNGCore; do echo "docs: $$t";  \
+	@for t in VirtQueue EGDCodec RateLimit EntropySources VirtRNGCore EGDServer; do echo "docs: $$t";  \
 	  $(SWIFT) package generate-documentation --target $$t --warnings-as-errors >/dev/null || exit 1; \
 	done
+
+# Interop tests against the real peers: a TCG guest's virtio-rng through QEMU's rng-egd, and
+# ekeyd-egd-linux (scripts/interop/run.py; needs root). The server under test is $(VIRTRNGD), by default
+# the release build of virtrngd (built here); EGD_SERVER=stub runs the Python stand-in instead.
+# INTEROP_ARGS passes options to run.py, e.g. INTEROP_ARGS='guest --runs 5'.
+EGD_SERVER ?= virtrngd
+INTEROP_ARGS ?= all
+interop:
+	@scripts/setup.sh interop
+	@scripts/interop/build-guest.sh
+ifeq ($(EGD_SERVER),stub)
+	scripts/interop/run.py --egd-server-cmd stub $(INTEROP_ARGS)
+else ifdef VIRTRNGD
+	scripts/interop/run.py --egd-server-cmd "$(VIRTRNGD)" $(INTEROP_ARGS)
+else
+	$(SWIFT) build -c release --product virtrngd
+	scripts/interop/run.py --egd-server-cmd "$$($(SWIFT) build -c release --show-bin-path)/virtrngd" $(INTEROP_ARGS)
+endif

@@ -29,6 +29,7 @@ let package = Package(
         .library(name: "RateLimitTestSupport", targets: ["RateLimitTestSupport"]),
         .library(name: "EGDCodecTestSupport", targets: ["EGDCodecTestSupport"]),
         .library(name: "EntropySourcesTestSupport", targets: ["EntropySourcesTestSupport"]),
+        .library(name: "VirtRNGCoreTestSupport", targets: ["VirtRNGCoreTestSupport"]),
         .executable(name: "virtrng-sim", targets: ["virtrng-sim"]),
         .executable(name: "egd-client", targets: ["egd-client"]),
         .executable(name: "virtrngd", targets: ["virtrngd"]),
@@ -80,6 +81,10 @@ let package = Package(
         .target(name: "EGDCodecTestSupport", dependencies: ["EGDCodec"], swiftSettings: strictSettings),
         .target(
             name: "EntropySourcesTestSupport", dependencies: ["EntropySources", "EGDCodec"],
+            swiftSettings: strictSettings),
+        // A scripted supply for the broker: EGDServer's tests drive the broker with it too.
+        .target(
+            name: "VirtRNGCoreTestSupport", dependencies: ["VirtRNGCore", "EntropySources"],
             swiftSettings: strictSettings),
 
         // MARK: Executables (thin: parse flags, wire, run)
@@ -152,7 +157,21 @@ let package = Package(
         ),
         .testTarget(
             name: "VirtRNGCoreTests",
-            dependencies: ["VirtRNGCore", "RateLimitTestSupport", "EntropySourcesTestSupport"],
+            dependencies: [
+                "VirtRNGCore", "VirtRNGCoreTestSupport", "RateLimitTestSupport", "EntropySourcesTestSupport",
+            ],
+            swiftSettings: strictSettings
+        ),
+        // An in-process EGDServer on unix sockets, driven by raw-socket clients (hostile ones included).
+        .testTarget(
+            name: "EGDServerTests",
+            dependencies: ["EGDServer", "EntropySources", "EntropySourcesTestSupport", "VirtRNGCore", "RateLimit"],
+            swiftSettings: strictSettings
+        ),
+        // Runs the built virtrngd binary: configuration errors, signals, socket files.
+        .testTarget(
+            name: "VirtRNGDTests",
+            dependencies: ["virtrngd", "EntropySources"],
             swiftSettings: strictSettings
         ),
         .testTarget(

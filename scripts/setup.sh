@@ -2,10 +2,17 @@
 # Installs, where missing, the Debian packages the build and the tests need. Idempotent: a machine that
 # already has them pays one dpkg query. Usage: scripts/setup.sh [GROUP...]  (default: build)
 #   build    C libraries the package links (libftdi1/libusb-1.0 for the QNG transport) and pkg-config
+#   interop  the real peers of scripts/interop: QEMU, a static busybox and cpio/kmod (depmod) to build
+#            the test guest's initramfs, rngtest (FIPS 140-2), ekeyd-egd-linux (an EGD client) and
+#            unshare. Side effects: ekeyd-egd-linux ships START_EKEYD_EGD_LINUX=NO, so its service stays
+#            off; rng-tools5's postinst enables and starts rngd.service (host /dev/hwrng into the host
+#            pool) where services may start, i.e. not in a container with a policy-rc.d. The tests
+#            need neither service.
 set -euo pipefail
 
 declare -A groups=(
     [build]="pkg-config libftdi1-dev libusb-1.0-0-dev"
+    [interop]="qemu-system-x86 busybox-static cpio kmod rng-tools5 ekeyd-egd-linux util-linux"
 )
 
 wanted=()

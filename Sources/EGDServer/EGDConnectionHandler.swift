@@ -34,6 +34,8 @@ final class EGDConnectionHandler: ChannelDuplexHandler {
     var inputHeld = false
     var inputClosed = false
     var closeAfterFlush = false
+    /// The client sent something that is not EGD: its earlier requests are answered, then it is closed.
+    var protocolFailed = false
     var stallTimer: Scheduled<Void>?
     var peer = "?"
 
@@ -136,7 +138,7 @@ final class EGDConnectionHandler: ChannelDuplexHandler {
 
     /// Decodes and submits stashed requests while the client has room.
     func drainInput() {
-        guard let client, var input = stash, !closeAfterFlush else { return }
+        guard let client, var input = stash, !closeAfterFlush, !protocolFailed else { return }
         let now = ContinuousClock.now
         var failure: EGDDecodingError?
         var refused: BrokerError?
@@ -165,10 +167,14 @@ final class EGDConnectionHandler: ChannelDuplexHandler {
         }
         stash = input.readableBytes > 0 ? input : nil
         if let failure {
+            // Answer what came before the offending byte, read nothing more, then close.
             service.protocolErrors.increment()
             service.logger.warning(
                 "closing client: not EGD", metadata: ["peer": "\(peer)", "class": "\(classID)", "error": "\(failure)"])
-            closeNow()
+            stash = nil
+            protocolFailed = true
+            inputHeld = true
+            closeIfFinished()
             return
         }
         if let refused {
@@ -198,6 +204,7 @@ final class EGDConnectionHandler: ChannelDuplexHandler {
 
     /// Back-pressure lifted: decode what was held and read again.
     func resumeInput() {
+        guard !protocolFailed else { return }
         inputHeld = false
         drainInput()
         if !inputHeld && readPending && !service.shuttingDown {
@@ -274,7 +281,7 @@ final class EGDConnectionHandler: ChannelDuplexHandler {
 
     /// After a half-close or during shutdown: closes once nothing is pending.
     func closeIfFinished() {
-        guard inputClosed || service.shuttingDown, let client else { return }
+        guard inputClosed || protocolFailed || service.shuttingDown, let client else { return }
         guard stash == nil, (try? service.broker.pendingRequests(of: client)) == 0 else { return }
         closeNow()
     }

@@ -11,7 +11,7 @@ public import VirtRNGCore
 #endif
 
 /// An EGD server: SwiftNIO listeners on unix sockets (and TCP addresses) in front of an
-/// ``EntropyBroker`` that shares one supply among all clients.
+/// `EntropyBroker` that shares one supply among all clients.
 ///
 /// It serves what QEMU's `rng-egd`, `ekeyd-egd-linux` and `egc.pl` send: pipelined `02 NN` requests
 /// answered in order (never closing on "request while answering"), reads capped at what was asked,
@@ -26,7 +26,7 @@ public import VirtRNGCore
 /// read's worth of undecoded input per client, output paused when the socket does not drain and the
 /// client closed after ``EGDServerConfiguration/stallTimeout``, at most
 /// ``EGDServerConfiguration/maximumConnections`` connections and each class's
-/// ``BrokerClassConfiguration/maximumClients``, and an optional idle timeout.
+/// `BrokerClassConfiguration.maximumClients`, and an optional idle timeout.
 public final class EGDServer: Sendable {
     /// The endpoints listened on, with TCP ports resolved (port 0 binds an ephemeral port).
     public let endpoints: [EGDEndpoint]
@@ -61,7 +61,7 @@ public final class EGDServer: Sendable {
     ///   - configuration: listeners, classes and limits.
     ///   - supply: the pool the broker serves from (its filler thread runs the source).
     ///   - logger: where connections' errors and the broker's events are logged.
-    ///   - onEvent: called on the server's thread for each ``BrokerEvent`` (after it is logged).
+    ///   - onEvent: called on the server's thread for each `BrokerEvent` (after it is logged).
     public static func start(
         configuration: EGDServerConfiguration, supply: PrefetchPool, logger: Logger,
         onEvent: @escaping @Sendable (BrokerEvent) -> Void = { _ in }

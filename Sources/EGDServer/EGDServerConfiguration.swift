@@ -9,7 +9,7 @@ public import VirtRNGCore
 public struct EGDListener: Sendable, Equatable {
     /// Where to listen: a unix socket path, or a TCP address (loopback in tests; any explicit address).
     public var endpoint: EGDEndpoint
-    /// The class of the connections accepted here. Its ``BrokerClassConfiguration/shaping`` parent is
+    /// The class of the connections accepted here. Its `BrokerClassConfiguration.shaping` parent is
     /// set by the server (every listener's class hangs under the server's root class).
     public var shaping: BrokerClassConfiguration
 

@@ -106,15 +106,19 @@ public final class PrefetchPool: EntropySource, Sendable {
         return try core.take(into: buffer, wait: false)
     }
 
-    /// Calls `handler` once, on some thread, as soon as a ``tryFill(_:)`` would not return 0: the pool
-    /// holds bytes, the source failed, or the pool was closed. If that is already so, `handler` runs
-    /// now, on the caller's thread. A later call replaces a handler that has not run yet.
+    /// Calls `handler` once, on some thread, as soon as a ``tryFill(_:)`` would hand out bytes or
+    /// would throw news: the pool holds bytes, the source failed (or failed again on a retry), or the
+    /// pool was closed. If that is already so, `handler` runs now, on the caller's thread. A failure a
+    /// ``tryFill(_:)`` or ``fill(_:)`` already threw is not news: the handler waits for the filler's
+    /// next attempt (the backoff's 1 ms to 1 s) or the close, so an event loop that calls `tryFill`
+    /// again on every notification does not spin while the source stays failed. A later call
+    /// replaces a handler that has not run yet.
     ///
     /// This is how an event loop waits for a slow or stalled source without polling: it calls
-    /// `tryFill`, and on 0 asks to be told, then hops back to its own thread in the handler.
+    /// `tryFill`, and on 0 (or an error) asks to be told, then hops back to its own thread in the handler.
     public func notifyWhenAvailable(_ handler: @escaping @Sendable () -> Void) {
         let runNow = core.withLock { () -> Bool in
-            if core.count > 0 || core.error != nil || core.closed { return true }
+            if core.count > 0 || ((core.error != nil || core.closed) && !core.failureReported) { return true }
             core.availabilityHandler = handler
             return false
         }
@@ -193,6 +197,8 @@ final class PoolCore: @unchecked Sendable {
     var closed = false
     var stopped = false
     var error: EntropySourceError?
+    /// A consumer was thrown `error` (or ``EntropySourceError/poolClosed``) since it was last recorded.
+    var failureReported = false
     /// One-shot waiter of ``PrefetchPool/notifyWhenAvailable(_:)``; taken and called outside the lock.
     var availabilityHandler: (@Sendable () -> Void)?
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
@@ -247,8 +253,14 @@ final class PoolCore: @unchecked Sendable {
     func take(into buffer: UnsafeMutableRawBufferPointer, wait: Bool) throws(EntropySourceError) -> Int {
         try withLock { () throws(EntropySourceError) -> Int in
             while count == 0 {
-                if closed { throw .poolClosed }
-                if let error { throw error }
+                if closed {
+                    failureReported = true
+                    throw .poolClosed
+                }
+                if let error {
+                    failureReported = true
+                    throw error
+                }
                 guard wait else { return 0 }
                 pthread_cond_wait(dataAvailable, mutex)
             }
@@ -299,6 +311,7 @@ final class PoolCore: @unchecked Sendable {
     func record(_ error: EntropySourceError, stopping: Bool) {
         let handler = withLock { () -> (@Sendable () -> Void)? in
             self.error = error
+            failureReported = false
             if stopping { stopped = true }
             pthread_cond_broadcast(dataAvailable)
             return takeAvailabilityHandler()
@@ -334,6 +347,7 @@ final class PoolCore: @unchecked Sendable {
         let handler = withLock { () -> (@Sendable () -> Void)? in
             guard !closed else { return nil }
             closed = true
+            failureReported = false
             // Wipe the unserved bytes only; the filler may still be writing its own region, which
             // deinit wipes once the filler has let go of the core.
             let first = min(count, capacity - read)

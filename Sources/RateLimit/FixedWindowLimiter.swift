@@ -122,6 +122,24 @@ public struct FixedWindowLimiter<Instant: InstantProtocol>: Sendable where Insta
         }
     }
 
+    /// The bytes a request at `now` would be granted at most, without charging the window or moving
+    /// its time: the full `maxBytes` when the current window has ended by `now`, else the quota left.
+    ///
+    /// For a caller that must also ask another limiter: it asks that one for at most this many bytes
+    /// and then requests exactly what was granted there, so the window is never charged for bytes the
+    /// other limiter refused.
+    @inlinable
+    public func availableBytes(at now: Instant) -> UInt64 {
+        let t = max(Timeline<Instant>.nanoseconds(timeline.origin.duration(to: now)), timeline.latest)
+        switch semantics {
+        case .qemu:
+            if let end = mark, t >= end { return maxBytes }
+        case .vhostDeviceRNG:
+            if UInt64(t - (mark ?? 0)) / 1_000_000 >= periodMilliseconds { return maxBytes }
+        }
+        return remaining
+    }
+
     @inlinable
     mutating func take(_ bytes: Int) -> Int {
         let granted = UInt64(bytes) < remaining ? UInt64(bytes) : remaining

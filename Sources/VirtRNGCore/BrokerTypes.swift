@@ -3,8 +3,8 @@ public import RateLimit
 
 /// Where an ``EntropyBroker`` takes its bytes from: a supply that never blocks.
 ///
-/// ``PrefetchPool`` is the supply of a daemon: its filler thread runs the (possibly blocking,
-/// health-monitored) source, and ``PrefetchPool/tryFill(_:)`` only copies out what is buffered. Tests
+/// `PrefetchPool` is the supply of a daemon: its filler thread runs the (possibly blocking,
+/// health-monitored) source, and `PrefetchPool.tryFill(_:)` only copies out what is buffered. Tests
 /// give the broker a scripted supply to make "empty", "failing" and "recovered" deterministic.
 public protocol EntropySupply: AnyObject {
     /// A short name for messages, e.g. `"pool(health(getrandom))"`.
@@ -15,7 +15,13 @@ public protocol EntropySupply: AnyObject {
     ///
     /// - Throws: the source's error when nothing is buffered and the source is failing.
     func tryFill(_ buffer: UnsafeMutableRawBufferPointer) throws(EntropySourceError) -> Int
-    /// Calls `handler` once, on any thread, when ``tryFill(_:)`` would no longer return 0.
+    /// Calls `handler` once, on any thread, when ``tryFill(_:)`` would hand out bytes or throw an error
+    /// it has not thrown yet (the source failed, failed again on a retry, or the supply closed); at
+    /// once when that is already so.
+    ///
+    /// An error ``tryFill(_:)`` already threw must not trigger the handler again by itself: the broker
+    /// asks to be told after every failed top-up, and an owner runs it on every notification, so a
+    /// supply that fired at once for a known failure would have them spin while the source is down.
     func notifyWhenAvailable(_ handler: @escaping @Sendable () -> Void)
 }
 
@@ -24,7 +30,8 @@ extension PrefetchPool: EntropySupply {}
 /// What a client of the broker asks for. Requests of one client are answered strictly in order.
 public enum BrokerRequest: Sendable, Hashable {
     /// A blocking read: exactly `count` bytes, delivered as the client's class is granted them, possibly
-    /// in several pieces (EGD `02 NN`, a guest's virtqueue buffer).
+    /// in several pieces (EGD `02 NN`, a guest's virtqueue buffer). A read of 0 bytes is answered in its
+    /// place by one empty piece that completes it.
     case read(Int)
     /// A non-blocking read: up to `count` bytes, whatever the class is granted at once, possibly none
     /// (EGD `01 NN`).
@@ -76,7 +83,8 @@ public enum BrokerWake<Instant: InstantProtocol>: Sendable, Equatable {
     case idle
     /// Requests wait for their classes' tokens (or a QEMU-style window) until this instant.
     case at(Instant)
-    /// Requests wait for the source; the broker's `sourceReady` callback fires when it has bytes.
+    /// Requests wait for the source; the broker's `sourceReady` callback fires when it has bytes (or
+    /// news of a failure, which the next run reports).
     case whenSourceReady
     /// The run stopped after its work budget to let the caller serve other work; call again soon.
     case now

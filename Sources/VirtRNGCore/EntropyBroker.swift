@@ -5,7 +5,7 @@ public import RateLimit
 ///
 /// The broker is what `virtrngd` serves EGD clients with and what a vhost-user backend fills guest
 /// queues with; it knows nothing of sockets. Clients attach to leaf **classes** (one per listening
-/// socket, guest or group of guests); the classes form a Linux-style HTB tree (``RateLimit``), so each
+/// socket, guest or group of guests); the classes form a Linux-style HTB tree (the `RateLimit` library), so each
 /// class is guaranteed its rate, may borrow idle bandwidth up to its ceil, and lends what it does not use.
 /// Within a class, the clients (connections) take turns by deficit round robin, ``BrokerClassConfiguration/clientQuantum``
 /// bytes a turn. A connection is deliberately not an HTB class with a rate of its own: then a client could
@@ -33,18 +33,22 @@ public import RateLimit
 /// Bytes move from the supply into a staging buffer of ``BrokerConfiguration/maximumGrant`` bytes and
 /// from there to exactly one client; each byte is wiped once delivered and the staging buffer is wiped
 /// when the broker goes away. The broker asks the HTB for a decision only when it holds enough bytes to
-/// serve any decision in full, so tokens are never charged for bytes that were not served.
+/// serve any decision in full, and keeps them for it while a non-blocking read answered between its
+/// pieces takes staged bytes, so tokens are never charged for bytes that were not served (nor a
+/// class's window for bytes its HTB refused).
 ///
 /// ## Source failure
 ///
 /// When the supply is empty and reports an error (a failed health test, a vanished device), the broker
 /// raises ``BrokerEvent/sourceFailed(_:)`` once and applies its ``SourceFailurePolicy``: requests wait,
 /// or are failed with ``BrokerDelivery/failed(_:)``. No byte the supply did not hand out is ever served.
+/// While requests wait, the broker is woken when the supply has bytes or news of its failure (see
+/// ``EntropySupply/notifyWhenAvailable(_:)``), never in a loop for a failure it already reported.
 ///
 /// ## Specializations
 ///
 /// The calls a transport makes for every request (`submit`, `run`, `pendingBytes`, `pendingRequests`,
-/// `setAcceptingBytes`) carry exported specializations for the daemon's types, ``PrefetchPool`` and
+/// `setAcceptingBytes`) carry exported specializations for the daemon's types, `PrefetchPool` and
 /// `ContinuousClock.Instant`. Called from another module (EGDServer) without them, the generic code runs
 /// unspecialized: it looks up generic metadata and copies whole `ClassState` values on each call, which
 /// cost virtrngd about a quarter of its CPU per request (`scripts/bench-daemon.py`).
@@ -65,6 +69,9 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
     let stage: UnsafeMutableRawBufferPointer
     var stageStart = 0
     var stageEnd = 0
+    /// Staged bytes promised to the decision being distributed: a non-blocking read answered between
+    /// two of its pieces may take only the bytes beyond them.
+    var reserved = 0
 
     var sourceError: EntropySourceError?
     var delivering = false
@@ -286,7 +293,11 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
             // Hold enough bytes to serve any decision in full before asking for one.
             let needed = min(configuration.maximumGrant, scheduledDemand)
             if stageEnd - stageStart < needed && !topUpStage(wanting: needed) {
-                if sourceError != nil, configuration.failurePolicy == .failRequests { failAllPending() }
+                if sourceError != nil, configuration.failurePolicy == .failRequests {
+                    failAllPending()
+                    // Nothing waits any more: the next request looks at the supply again.
+                    if scheduledDemand == 0 { return windowWake.map { .at($0) } ?? .idle }
+                }
                 supply.notifyWhenAvailable(sourceReady)
                 return .whenSourceReady
             }
@@ -295,7 +306,10 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
                 guard let c = classIndex[leaf.id] else { break }
                 classes[c].scheduledDemand -= bytes
                 scheduledDemand -= bytes
+                reserved = bytes
                 distribute(bytes, toClass: c, at: now)
+                // Bytes no client could take (none is left in the class) stay staged for the next decision.
+                reserved = 0
                 budget -= bytes
                 if classes[c].configuration.window != nil, let w = refreshWindow(c, at: now) {
                     windowWake = earliest(windowWake, w)
@@ -389,11 +403,12 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
             if classes[c].cursor >= classes[c].ring.count { classes[c].cursor = 0 }
             let s = Int(classes[c].ring[classes[c].cursor])
             let give = min(remaining, clients[s].pendingBytes, classes[c].turnLeft)
-            let generation = clients[s].generation
-            deliverBlocking(s, give, at: now)
-            remaining -= give
-            classes[c].turnLeft -= give
-            guard clients[s].live, clients[s].generation == generation else { continue }
+            let given = deliverBlocking(s, give, at: now)
+            remaining -= given
+            classes[c].turnLeft -= given
+            // Not expected (the grant's bytes are reserved in the stage); kept as a guard: the rest goes
+            // back to the schedule below.
+            if given < give { break }
             if clients[s].pendingBytes == 0 {
                 setScheduled(s, false)
             } else if classes[c].turnLeft <= 0 {
@@ -401,16 +416,26 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
                 classes[c].turnLeft = classes[c].configuration.clientQuantum
             }
         }
+        if remaining > 0 {
+            // Granted but not served: hand the demand back to the schedule (the class was charged for
+            // these bytes). Not expected while the grant's bytes are reserved in the stage.
+            registerDemand(c, min(remaining, classes[c].demand - classes[c].scheduledDemand))
+        }
     }
 
-    /// Serves `bytes` of the client's blocking reads from the stage, then answers what follows them.
-    func deliverBlocking(_ s: Int, _ bytes: Int, at now: Instant) {
+    /// Serves `bytes` of the decision being distributed to the client's blocking reads, answering in
+    /// order the requests that follow each read it completes; returns the bytes served (all of them:
+    /// the client's pending reads cover them, the stage holds them in reserve, and no sink can change
+    /// the queue meanwhile).
+    func deliverBlocking(_ s: Int, _ bytes: Int, at now: Instant) -> Int {
         var left = bytes
         let c = clients[s].classSlot
         let generation = clients[s].generation
         while left > 0, case .read(let want)? = clients[s].queue.first {
-            let n = min(left, want)
+            let n = min(left, want, stageEnd - stageStart)
+            guard n > 0 else { break }
             let piece = takeStaged(n)
+            reserved -= n
             clients[s].pendingBytes -= n
             clients[s].served &+= UInt64(n)
             classes[c].demand -= n
@@ -427,9 +452,11 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
             deliver(s, .bytes(UnsafeRawBufferPointer(piece), completesRead: complete))
             piece.initializeMemory(as: UInt8.self, repeating: 0)
             left -= n
-            guard clients[s].live, clients[s].generation == generation else { return }
+            // What follows a completed read up to the next one: level queries, markers, non-blocking
+            // reads (which take staged bytes beyond the ones `reserved` keeps for this decision).
+            if complete { answerImmediateRequests(s, generation: generation, at: now) }
         }
-        answerImmediateRequests(s, generation: generation, at: now)
+        return bytes - left
     }
 
     /// Answers, in order, the requests at the front of the queue that need no waiting.
@@ -441,6 +468,7 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
                 guard n == 0 else { return }
                 clients[s].queue.removeFirst()
                 classes[c].statistics.requestsAnswered &+= 1
+                deliver(s, .bytes(UnsafeRawBufferPointer(start: nil, count: 0), completesRead: true))
             case .entropyLevel:
                 clients[s].queue.removeFirst()
                 classes[c].statistics.requestsAnswered &+= 1
@@ -454,33 +482,46 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
                 classes[c].statistics.requestsAnswered &+= 1
                 let granted = grantNow(n, toClass: c, at: now)
                 let piece = takeStaged(granted)
-                clients[s].served &+= UInt64(granted)
-                classes[c].statistics.bytesServed &+= UInt64(granted)
-                bytesServed &+= UInt64(granted)
+                clients[s].served &+= UInt64(piece.count)
+                classes[c].statistics.bytesServed &+= UInt64(piece.count)
+                bytesServed &+= UInt64(piece.count)
                 deliver(s, .available(UnsafeRawBufferPointer(piece)))
                 piece.initializeMemory(as: UInt8.self, repeating: 0)
             }
         }
     }
 
-    /// How many of `n` bytes class `c` may have at once: staged bytes, its window, its HTB tokens.
+    /// How many of `n` bytes class `c` may have at once: staged bytes not reserved for the decision
+    /// being distributed, its window, its HTB tokens. Charges the window and the HTB for exactly that.
     func grantNow(_ n: Int, toClass c: Int, at now: Instant) -> Int {
         guard n > 0 else { return 0 }
-        if stageEnd - stageStart < n { _ = topUpStage(wanting: n) }
-        var g = min(n, stageEnd - stageStart)
-        if g > 0, classes[c].window != nil { g = classes[c].window!.request(g, at: now).bytes }
+        if stageEnd - stageStart - reserved < n { _ = topUpStage(wanting: reserved + n) }
+        var g = min(n, stageEnd - stageStart - reserved)
+        // The window is charged only for what the HTB grants (it may refuse), so ask it first for at
+        // most what the window would grant.
+        if g > 0, let window = classes[c].window { g = min(g, Int(clamping: window.availableBytes(at: now))) }
         if g > 0 { g = (try? htb.request(g, from: classes[c].handle, at: now).bytes) ?? 0 }
+        if g > 0, classes[c].window != nil { g = classes[c].window!.request(g, at: now).bytes }
         return g
     }
 
     func deliver(_ s: Int, _ delivery: BrokerDelivery) {
         delivering = true
+        defer { delivering = false }
         clients[s].sink(delivery)
-        delivering = false
+    }
+
+    /// Raises an event; the handler, like a sink, may not call the broker.
+    func emit(_ event: BrokerEvent) {
+        delivering = true
+        defer { delivering = false }
+        onEvent(event)
     }
 
     /// The next `n` staged bytes (the caller wipes them after use).
-    func takeStaged(_ n: Int) -> UnsafeMutableRawBufferPointer {
+    func takeStaged(_ requested: Int) -> UnsafeMutableRawBufferPointer {
+        // Never past what the supply handed out: a caller asking for more gets what is staged.
+        let n = min(requested, stageEnd - stageStart)
         let piece = UnsafeMutableRawBufferPointer(rebasing: stage[stageStart..<(stageStart + n)])
         stageStart += n
         if stageStart == stageEnd {
@@ -490,9 +531,11 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
         return piece
     }
 
-    /// Tops the stage up from the supply; true when it then holds at least `wanting` bytes.
+    /// Tops the stage up from the supply; true when it then holds at least `wanting` bytes (at most the
+    /// stage's size).
     func topUpStage(wanting: Int) -> Bool {
-        if stageStart > 0 && stageEnd == stage.count {
+        let wanting = min(wanting, stage.count)
+        if stageStart > 0 && stageStart + wanting > stage.count {
             // Slide the unserved bytes to the front; wipe where they were.
             let count = stageEnd - stageStart
             stage.baseAddress!.copyMemory(from: stage.baseAddress! + stageStart, byteCount: count)
@@ -508,12 +551,12 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
                 stageEnd += min(n, stage.count - stageEnd)
                 if sourceError != nil {
                     sourceError = nil
-                    onEvent(.sourceRecovered)
+                    emit(.sourceRecovered)
                 }
             } catch {
                 if sourceError != error {
                     sourceError = error
-                    onEvent(.sourceFailed(error))
+                    emit(.sourceFailed(error))
                 }
                 break
             }
@@ -537,7 +580,7 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
             failedBytes += bytes
             deliver(s, .failed(error))
         }
-        if failedClients > 0 { onEvent(.requestsFailed(clients: failedClients, bytes: failedBytes)) }
+        if failedClients > 0 { emit(.requestsFailed(clients: failedClients, bytes: failedBytes)) }
     }
 }
 

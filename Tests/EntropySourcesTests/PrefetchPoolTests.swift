@@ -188,3 +188,40 @@ func eventually(seconds: Double = 5, _ condition: () -> Bool) -> Bool {
         #expect(elapsed < 10, "4 requests from a warm pool took \(elapsed) ms")
     }
 }
+
+@Suite struct PrefetchPoolNotificationTests {
+    @Test func notifiesOfAFailureOnlyUntilAConsumerHasBeenThrownIt() throws {
+        // The source is exhausted at once: the filler records the error and stops for good.
+        let pool = try PrefetchPool(source: ScriptedSource([], name: "file"), capacity: 64)
+        #expect(eventually { pool.lastError != nil })
+        let calls = Atomic<Int>(0)
+        let count: @Sendable () -> Void = { calls.add(1, ordering: .relaxed) }
+        pool.notifyWhenAvailable(count)
+        #expect(calls.load(ordering: .relaxed) == 1)
+        var bytes = [UInt8](repeating: 0, count: 8)
+        #expect(throws: EntropySourceError.exhausted(source: "file")) {
+            _ = try bytes.withUnsafeMutableBytes { try pool.tryFill($0) }
+        }
+        // Known now: a consumer that asks again after the error is not woken at once, which would
+        // make an event loop that retries on every wake spin.
+        pool.notifyWhenAvailable(count)
+        #expect(calls.load(ordering: .relaxed) == 1)
+        pool.close()
+        #expect(calls.load(ordering: .relaxed) == 2)
+        #expect(throws: EntropySourceError.poolClosed) { _ = try bytes.withUnsafeMutableBytes { try pool.tryFill($0) } }
+        pool.notifyWhenAvailable(count)
+        #expect(calls.load(ordering: .relaxed) == 2)
+    }
+
+    @Test func notifiesWhenBytesArriveAndAtOnceWhileThereAreSome() throws {
+        let gate = GatedSource.Gate()
+        let pool = try PrefetchPool(source: GatedSource(gate: gate), capacity: 256)
+        let calls = Atomic<Int>(0)
+        pool.notifyWhenAvailable { calls.add(1, ordering: .relaxed) }
+        #expect(calls.load(ordering: .relaxed) == 0)
+        gate.open()
+        #expect(eventually { calls.load(ordering: .relaxed) == 1 })
+        pool.notifyWhenAvailable { calls.add(1, ordering: .relaxed) }
+        #expect(calls.load(ordering: .relaxed) == 2)
+    }
+}

@@ -107,4 +107,29 @@ func ms(_ v: Int64) -> MInstant { MInstant(nanoseconds: v * 1_000_000) }
         #expect(limiter.request(10, at: ms(-50_000)) == .deniedUntil(ms(3000)))
         #expect(limiter.request(0, at: ms(2500)) == .granted(0))
     }
+
+    @Test func availableBytesPeeksWithoutChargingOrMovingTheWindow() throws {
+        var qemu = try FixedWindowLimiter<MInstant>.qemu(maxBytes: 1_000, periodMilliseconds: 100, origin: zero)
+        #expect(qemu.availableBytes(at: zero) == 1_000)
+        #expect(qemu.request(300, at: zero) == .granted(300))
+        #expect(qemu.availableBytes(at: ms(50)) == 700)
+        // The window ends at 100 ms: a request then would get the full quota; peeking changes nothing.
+        #expect(qemu.availableBytes(at: ms(100)) == 1_000)
+        #expect(qemu.remainingBytes == 700)
+        #expect(qemu.availableBytes(at: ms(60)) == 700)
+        #expect(qemu.request(1_000, at: ms(60)) == .partial(700, retryAt: ms(100)))
+        #expect(qemu.availableBytes(at: ms(99)) == 0)
+        #expect(qemu.availableBytes(at: ms(100)) == 1_000)
+        #expect(qemu.request(1_000, at: ms(100)) == .granted(1_000))
+        // Time never runs backwards for a peek either.
+        #expect(qemu.availableBytes(at: ms(-5)) == 0)
+
+        var vhost = try FixedWindowLimiter<MInstant>.vhostDeviceRNG(
+            maxBytes: 1_000, periodMilliseconds: 100, socketCount: 2, start: zero)
+        #expect(vhost.availableBytes(at: zero) == 500)
+        #expect(vhost.request(400, at: ms(10)) == .granted(400))
+        #expect(vhost.availableBytes(at: ms(99)) == 100)
+        #expect(vhost.availableBytes(at: ms(100)) == 500)
+        #expect(vhost.remainingBytes == 100)
+    }
 }
