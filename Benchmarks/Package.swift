@@ -29,6 +29,8 @@ let package = Package(
     targets: [
         // Physical-limit baselines written in plain C: the same ring validation, memcpy, getrandom.
         .target(name: "CBaselines"),
+        // The load generator of scripts/bench-daemon.py (virtrngd in its own process; see the script).
+        .executableTarget(name: "egd-load", dependencies: ["CBaselines"]),
         .target(
             name: "BenchmarkSupport",
             dependencies: [.product(name: "Benchmark", package: "benchmark")],

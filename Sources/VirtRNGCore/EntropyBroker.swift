@@ -44,6 +44,14 @@ public import RateLimit
 /// or are failed with ``BrokerDelivery/failed(_:)``. No byte the supply did not hand out is ever served.
 /// While requests wait, the broker is woken when the supply has bytes or news of its failure (see
 /// ``EntropySupply/notifyWhenAvailable(_:)``), never in a loop for a failure it already reported.
+///
+/// ## Specializations
+///
+/// The calls a transport makes for every request (`submit`, `run`, `pendingBytes`, `pendingRequests`,
+/// `setAcceptingBytes`) carry exported specializations for the daemon's types, `PrefetchPool` and
+/// `ContinuousClock.Instant`. Called from another module (EGDServer) without them, the generic code runs
+/// unspecialized: it looks up generic metadata and copies whole `ClassState` values on each call, which
+/// cost virtrngd about a quarter of its CPU per request (`scripts/bench-daemon.py`).
 public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol> where Instant.Duration == Duration {
     /// The broker-wide limits in force.
     public let configuration: BrokerConfiguration
@@ -197,11 +205,13 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
 
     /// Bytes of blocking reads the client has pending: a transport stops reading the client's requests
     /// while this is at ``BrokerConfiguration/maximumPendingBytesPerClient``.
+    @_specialize(exported:true,where Supply == PrefetchPool, Instant == ContinuousClock.Instant)
     public func pendingBytes(of client: BrokerClient) throws(BrokerError) -> Int {
         try clients[slot(of: client)].pendingBytes
     }
 
     /// Requests the client has queued.
+    @_specialize(exported:true,where Supply == PrefetchPool, Instant == ContinuousClock.Instant)
     public func pendingRequests(of client: BrokerClient) throws(BrokerError) -> Int {
         try clients[slot(of: client)].queue.count
     }
@@ -214,6 +224,7 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
     /// Whether the client can take bytes now. A transport whose write buffer is full pauses the client
     /// (its demand leaves the schedule, so its class's bandwidth goes to its other clients and classes)
     /// and resumes it when the buffer drains.
+    @_specialize(exported:true,where Supply == PrefetchPool, Instant == ContinuousClock.Instant)
     public func setAcceptingBytes(_ accepting: Bool, for client: BrokerClient) throws(BrokerError) {
         guard !delivering else { throw .reentrantCall }
         let s = try slot(of: client)
@@ -229,6 +240,7 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
     /// - Throws: ``BrokerError/tooManyPendingBytes(pending:requested:maximum:)`` or
     ///   ``BrokerError/tooManyPendingRequests(maximum:)`` when the client ignored back-pressure,
     ///   ``BrokerError/invalidCount(_:)`` for a negative count.
+    @_specialize(exported:true,where Supply == PrefetchPool, Instant == ContinuousClock.Instant)
     public func submit(_ request: BrokerRequest, for client: BrokerClient, at now: Instant) throws(BrokerError) {
         guard !delivering else { throw .reentrantCall }
         let s = try slot(of: client)
@@ -271,6 +283,7 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
     /// Serves waiting blocking reads as their classes are granted bytes and the supply has them.
     ///
     /// Returns when to call again. Serves at most ``BrokerConfiguration/bytesPerRun`` bytes per call.
+    @_specialize(exported:true,where Supply == PrefetchPool, Instant == ContinuousClock.Instant)
     public func run(at now: Instant) -> BrokerWake<Instant> {
         guard !delivering else { return .now }
         var budget = configuration.bytesPerRun
