@@ -39,9 +39,13 @@ final class EGDConnectionHandler: ChannelDuplexHandler {
     var stallTimer: Scheduled<Void>?
     var peer = "?"
 
-    init(service: EGDService, classID: HTBClassID, allocator: ByteBufferAllocator) {
+    /// Bytes to send before the client asks (see `EGDListener.prefillBytes`).
+    let prefill: Int
+
+    init(service: EGDService, classID: HTBClassID, prefill: Int, allocator: ByteBufferAllocator) {
         self.service = service
         self.classID = classID
+        self.prefill = prefill
         let accepted: EGDCommandSet =
             service.configuration.acceptedCommands == .all
             ? .all : [.entropyLevel, .readNonBlocking, .readBlocking]
@@ -56,6 +60,11 @@ final class EGDConnectionHandler: ChannelDuplexHandler {
         peer = context.remoteAddress?.description ?? "unix"
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        service.admitted -= 1
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         do {
             client = try service.broker.connect(to: classID) { [unowned self] delivery in receive(delivery) }
@@ -67,6 +76,11 @@ final class EGDConnectionHandler: ChannelDuplexHandler {
             return
         }
         service.register(self)
+        if prefill > 0, let client {
+            // Served like a blocking read the client never sent; QEMU takes the bytes for its next request.
+            try? service.broker.submit(.read(prefill), for: client, at: .now)
+            service.requestRun()
+        }
         context.fireChannelActive()
     }
 

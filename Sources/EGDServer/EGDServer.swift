@@ -132,6 +132,7 @@ public final class EGDServer: Sendable {
         }
         for listener in configuration.listeners {
             let classID = listener.shaping.shaping.id
+            let prefill = listener.prefillBytes
             var bootstrap = ServerBootstrap(group: group)
                 .serverChannelOption(.backlog, value: 256)
                 .childChannelOption(.allowRemoteHalfClosure, value: true)
@@ -141,7 +142,8 @@ public final class EGDServer: Sendable {
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         let service = service.value
-                        guard service.connections.count < configuration.maximumConnections, !service.shuttingDown
+                        // Counted from acceptance (not activation), so a burst of connects cannot overshoot.
+                        guard service.admitted < configuration.maximumConnections, !service.shuttingDown
                         else {
                             service.connectionsRefused.increment()
                             service.logger.warning(
@@ -155,7 +157,9 @@ public final class EGDServer: Sendable {
                                 IdleStateHandler(allTimeout: .nanoseconds(idle.wholeNanoseconds)))
                         }
                         try channel.pipeline.syncOperations.addHandler(
-                            EGDConnectionHandler(service: service, classID: classID, allocator: channel.allocator))
+                            EGDConnectionHandler(
+                                service: service, classID: classID, prefill: prefill, allocator: channel.allocator))
+                        service.admitted += 1
                     }
                 }
             let channel: any Channel

@@ -12,11 +12,23 @@ public struct EGDListener: Sendable, Equatable {
     /// The class of the connections accepted here. Its `BrokerClassConfiguration.shaping` parent is
     /// set by the server (every listener's class hangs under the server's root class).
     public var shaping: BrokerClassConfiguration
+    /// Bytes sent to each new connection before it asks (0: none). **For QEMU `rng-egd` sockets only.**
+    ///
+    /// QEMU assigns the bytes it reads to its oldest pending request whatever command they answer, and
+    /// reads only while a request is pending, so bytes sent ahead wait in the socket until the guest
+    /// asks and then complete its request at once; each answer that follows keeps the stream that many
+    /// bytes ahead. The guest then never waits for a round trip to the daemon, and after a daemon
+    /// restart the request QEMU lost with the old connection (QEMU does not resend it) is completed by
+    /// the new connection's first bytes, so the guest recovers as soon as QEMU reconnects. Any other
+    /// client (ekeyd, egc.pl, `egd-client`) would misread unsolicited bytes: leave it 0 for them.
+    /// The bytes are served and charged to the class like any others.
+    public var prefillBytes: Int
 
     /// A listener on `endpoint` whose connections share `shaping`.
-    public init(endpoint: EGDEndpoint, shaping: BrokerClassConfiguration) {
+    public init(endpoint: EGDEndpoint, shaping: BrokerClassConfiguration, prefillBytes: Int = 0) {
         self.endpoint = endpoint
         self.shaping = shaping
+        self.prefillBytes = prefillBytes
     }
 }
 

@@ -25,6 +25,8 @@ final class EGDService {
 
     /// Open connections, by identity.
     var connections: [ObjectIdentifier: EGDConnectionHandler] = [:]
+    /// Channels admitted and not yet closed (including those not active yet): the connection limit.
+    var admitted = 0
     /// Connections with answers to write after the current broker call.
     var dirty: [EGDConnectionHandler] = []
     /// Connections that stopped reading for back-pressure, to resume when their pending bytes drain.

@@ -3,7 +3,8 @@ public import RateLimit
 import VirtRNGCore
 
 /// Parses a listener as `virtrngd --socket`/`--tcp` take it, QEMU `-object` style:
-/// `ADDRESS[,rate=R][,ceil=C][,burst=B][,max-bytes=N,period=MS][,max-clients=K][,prio=P]`.
+/// `ADDRESS[,rate=R][,ceil=C][,burst=B][,max-bytes=N,period=MS][,max-clients=K][,prio=P][,prefill=N]`
+/// (`prefill` only for sockets QEMU's `rng-egd` connects to: see ``EGDListener/prefillBytes``).
 ///
 /// Rates are bytes per second and sizes bytes, with an optional `k`, `M` or `G` suffix (powers of
 /// 1000, as `tc` reads `kbps`-less byte rates: `20k` = 20,000). Unset values take the defaults given.
@@ -47,7 +48,7 @@ public enum ListenerSpecificationError: Error, Sendable, Equatable, CustomString
     public var description: String {
         switch self {
         case .unknownOption(let spec, let option):
-            "'\(spec)': unknown option '\(option)' (rate, ceil, burst, max-bytes, period, max-clients, prio)"
+            "'\(spec)': unknown option '\(option)' (rate, ceil, burst, max-bytes, period, max-clients, prio, prefill)"
         case .invalidValue(let spec, let option, let value):
             "'\(spec)': \(option)=\(value) is not a positive number (k, M, G suffixes allowed)"
         case .invalidAddress(let text): "'\(text)' is not HOST:PORT"
@@ -81,12 +82,13 @@ extension EGDListener {
         var period = defaults.periodMilliseconds
         var maximumClients = defaults.maximumClients
         var prio = 0
+        var prefill = 0
         var periodGiven = false
         for part in parts {
             guard let equals = part.firstIndex(of: "=") else { throw .unknownOption(spec: spec, option: part) }
             let key = String(part[..<equals])
             let text = String(part[part.index(after: equals)...])
-            guard let value = Self.parseSize(text), value > 0 || key == "prio" else {
+            guard let value = Self.parseSize(text), value > 0 || key == "prio" || key == "prefill" else {
                 throw .invalidValue(spec: spec, option: key, value: text)
             }
             switch key {
@@ -100,6 +102,9 @@ extension EGDListener {
                 periodGiven = true
             case "max-clients": maximumClients = value
             case "prio": prio = value
+            case "prefill":
+                guard value <= 65_536 else { throw .invalidValue(spec: spec, option: key, value: text) }
+                prefill = value
             default: throw .unknownOption(spec: spec, option: key)
             }
         }
@@ -111,7 +116,8 @@ extension EGDListener {
         let window = maxBytes.map { BrokerWindow(maxBytes: $0, periodMilliseconds: period ?? 1_000) }
         self.init(
             endpoint: endpoint,
-            shaping: BrokerClassConfiguration(shaping: shaping, window: window, maximumClients: maximumClients))
+            shaping: BrokerClassConfiguration(shaping: shaping, window: window, maximumClients: maximumClients),
+            prefillBytes: prefill)
     }
 
     /// `123`, `20k`, `1M`, `2G` (powers of 1000); nil when not a number or on overflow.

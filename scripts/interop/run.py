@@ -161,20 +161,21 @@ class EGDServer:
         argv = list(self.ctx.server_cmd)
         if "--source" not in argv:  # the command may name its own source
             argv += ["--source", "getrandom"]
-        for path, rate, ceil in self.sockets:
-            argv += ["--socket", path + (f",rate={rate},ceil={ceil or rate}" if rate else "")]
+        for path, rate, ceil, *extra in self.sockets:
+            opts = (f",rate={rate},ceil={ceil or rate}" if rate else "") + (extra[0] if extra else "")
+            argv += ["--socket", path + opts]
         if self.tcp:
             argv += ["--tcp", self.tcp]
         return argv
 
     def start(self, timeout=15.0):
         """Starts the server and waits until every listener accepts a connection."""
-        for path, _, _ in self.sockets:
+        for path, *_ in self.sockets:
             if os.path.exists(path):
                 os.unlink(path)
         self.proc = Proc(pinned(self.cpus, self.argv()), self.name, verbose=self.ctx.verbose)
         deadline = time.monotonic() + timeout
-        pending = [("unix", p) for p, _, _ in self.sockets] + ([("tcp", self.tcp)] if self.tcp else [])
+        pending = [("unix", p) for p, *_ in self.sockets] + ([("tcp", self.tcp)] if self.tcp else [])
         while pending:
             if self.proc.popen.poll() is not None:
                 raise TestError(f"{self.name} exited with status {self.proc.popen.returncode} while "
@@ -425,15 +426,22 @@ class FipsTally:
 def test_guest(ctx):
     """Throughput and correctness of one guest through rng-egd vs QEMU's rng-builtin."""
     sock = os.path.join(ctx.tmp, "egd0.sock")
-    server = EGDServer(ctx, [(sock, None, None)], cpus=ctx.pin).start()
-    times = {"builtin": [], "egd": []}
+    plain = os.path.join(ctx.tmp, "egd-plain.sock")
+    # With --qemu-socket-opts (virtrngd: ",prefill=64") the guest's socket sends bytes ahead; the same
+    # server's plain socket is measured beside it, so both figures come from one run.
+    sockets = [(sock, None, None, ctx.qemu_socket_opts)]
+    if ctx.qemu_socket_opts:
+        sockets.append((plain, None, None))
+    server = EGDServer(ctx, sockets, cpus=ctx.server_pin).start()
+    times = {"builtin": [], "egd": [], "egd-plain": []}
     problems, fips = [], FipsTally(ctx)
     try:
         # Alternate the order so that a slow spell of the shared machine hits both backends.
+        kinds = ("builtin", "egd", "egd-plain") if ctx.qemu_socket_opts else ("builtin", "egd")
         plan = [(run, kind) for run in range(ctx.runs)
-                for kind in (("builtin", "egd") if run % 2 == 0 else ("egd", "builtin"))]
+                for kind in (kinds if run % 2 == 0 else tuple(reversed(kinds)))]
         for run, kind in plan:
-            backend = ("builtin",) if kind == "builtin" else ("egd", sock, 0)
+            backend = {"builtin": ("builtin",), "egd": ("egd", sock, 0), "egd-plain": ("egd", plain, 0)}[kind]
             guest = Guest(ctx, f"{kind}{run}", backend, ctx.bytes, cpus=ctx.pin)
             res = guest.run(ctx.guest_timeout)
             errs = guest.problems()
@@ -441,7 +449,7 @@ def test_guest(ctx):
             if not errs:
                 times[kind].append(res.kbps)
                 fips.add(f"{kind}{run + 1}", res.data)
-            log(f"    {kind:7} run {run + 1}: {res.result.get('bytes') if res.result else '?'} B in "
+            log(f"    {kind:9} run {run + 1}: {res.result.get('bytes') if res.result else '?'} B in "
                 f"{res.result.get('usec') if res.result else '?'} µs = "
                 f"{res.kbps or 0:.0f} kB/s (guest), boot-to-poweroff {res.boot_seconds:.1f} s, "
                 f"rng_current={res.info.get('rng_current')}")
@@ -451,7 +459,7 @@ def test_guest(ctx):
         served = server.stop()
     fips_text, fips_problems = fips.verdict()
     problems += fips_problems
-    want = ctx.bytes * len(times["egd"])
+    want = ctx.bytes * (len(times["egd"]) + len(times["egd-plain"]))
     got = sum(served.values())
     if served and got < want:
         problems.append(f"server log says it served {got} bytes, the guests read {want}")
@@ -460,8 +468,12 @@ def test_guest(ctx):
     builtin, egd = statistics.median(times["builtin"]), statistics.median(times["egd"])
     ratio = egd / builtin
     summary = (f"guest: egd {egd:.0f} kB/s, builtin {builtin:.0f} kB/s (medians of {len(times['egd'])}/"
-               f"{len(times['builtin'])} runs of {ctx.bytes} B), ratio egd/builtin {ratio:.2f} "
+               f"{len(times['builtin'])} runs of {ctx.bytes} B; egd socket{ctx.qemu_socket_opts or ' plain'}), ratio egd/builtin {ratio:.2f} "
                f"(target {ctx.target_ratio}); server served {got} B; {fips_text}")
+    if times["egd-plain"]:
+        plain_kbps = statistics.median(times["egd-plain"])
+        summary += (f"; without{ctx.qemu_socket_opts}: {plain_kbps:.0f} kB/s, ratio {plain_kbps / builtin:.2f} "
+                    f"(reported only)")
     if ratio < ctx.target_ratio:
         if ctx.enforce_ratio:
             problems.append(f"ratio {ratio:.2f} below the target {ctx.target_ratio}")
@@ -519,7 +531,7 @@ def test_two_guests(ctx):
 def test_restart(ctx):
     """Stop the server mid-read, restart it on the same path; does the guest's /dev/hwrng read recover?"""
     sock = os.path.join(ctx.tmp, "restart.sock")
-    server = EGDServer(ctx, [(sock, None, None)], name="server#1").start()
+    server = EGDServer(ctx, [(sock, None, None, ctx.qemu_socket_opts)], name="server#1").start()
     events = {}  # "stop", "restart" -> host monotonic time
 
     def on_line(guest, line):
@@ -545,7 +557,7 @@ def test_restart(ctx):
         else:
             served1 = server.stop()
             time.sleep(ctx.restart_gap)
-            server2 = EGDServer(ctx, [(sock, None, None)], name="server#2").start()
+            server2 = EGDServer(ctx, [(sock, None, None, ctx.qemu_socket_opts)], name="server#2").start()
             events["restart"] = time.monotonic()
         res = guest.finish(ctx.restart_timeout)
     finally:
@@ -629,9 +641,15 @@ def main():
                    help="build-guest.sh's output directory")
     p.add_argument("--runs", type=int, default=3, help="guest runs per backend in `guest` (medians)")
     p.add_argument("--bytes", type=int, default=65536, help="bytes each guest of `guest` reads")
+    p.add_argument("--server-pin", default="auto",
+                   help="`guest`: CPU list for the server ('auto': the second CPU when QEMU is pinned to the "
+                        "first; 'same': QEMU's; 'none')")
     p.add_argument("--pin", default="auto",
                    help="`guest`: taskset CPU list for QEMU and the server ('auto': the first CPU this "
                         "process may use; 'none': no pinning)")
+    p.add_argument("--qemu-socket-opts", default=None,
+                   help="listener options of the sockets QEMU connects to (default: ',prefill=64' for virtrngd, "
+                        "'' for the stub); `guest` also measures a plain socket beside them")
     p.add_argument("--target-ratio", type=float, default=0.8, help="egd/builtin throughput target")
     p.add_argument("--enforce-ratio", choices=["yes", "no"], default="no",
                    help="fail `guest` below --target-ratio (default: report it only; see the docstring)")
@@ -665,10 +683,21 @@ def main():
     if not is_stub and not shutil.which(ctx.server_cmd[0]):
         sys.exit(f"run.py: server {ctx.server_cmd[0]} not found")
     ctx.server_label = "the Python stub" if is_stub else os.path.basename(ctx.server_cmd[0])
+    if ctx.qemu_socket_opts is None:
+        ctx.qemu_socket_opts = "" if is_stub else ",prefill=64"
     ctx.enforce_ratio = ctx.enforce_ratio == "yes"
     ctx.enforce_shares = ctx.enforce_shares == "yes"
     ctx.two_guest_rates = [int(r) for r in ctx.rates.split(",")]
     ctx.pin = {"auto": str(min(os.sched_getaffinity(0))), "none": None}.get(ctx.pin, ctx.pin)
+    # The server gets its own CPU when there is one: a daemon shares a host with its guests, not a
+    # CPU with one guest's emulator (on one CPU each request costs QEMU two context switches).
+    cpus = sorted(os.sched_getaffinity(0))
+    if ctx.server_pin == "auto":
+        ctx.server_pin = str(cpus[1]) if ctx.pin is not None and len(cpus) > 1 else ctx.pin
+    elif ctx.server_pin == "same":
+        ctx.server_pin = ctx.pin
+    elif ctx.server_pin == "none":
+        ctx.server_pin = None
     ctx.kernel = os.path.join(ctx.cache, "guest", "vmlinuz")
     ctx.initrd = os.path.join(ctx.cache, "guest", "initrd.img")
 
