@@ -1,4 +1,5 @@
 import ArgumentParser
+import CoreMetrics
 import EGDServer
 import EntropySources
 import Logging
@@ -23,7 +24,10 @@ struct VirtRNGDCommand: AsyncParsableCommand {
             Each --socket (and --tcp) is a class of a hierarchical token bucket: its connections share \
             the class's rate and may borrow idle bandwidth up to its ceil. Options per listener follow \
             the address, QEMU style: --socket /run/vm1.sock,rate=20k,ceil=100k or ,max-bytes=1024,period=1000 \
-            (QEMU virtio-rng meaning). Rates are bytes/s; k, M, G are powers of 1000.
+            (QEMU virtio-rng meaning). Rates are bytes/s; k, M, G are powers of 1000. \
+            ,prefill=64 on a socket QEMU's rng-egd connects to sends bytes ahead of its requests: the \
+            guest never waits for a round trip, and recovers at once after a daemon restart (QEMU \
+            only; other clients would misread unsolicited bytes).
 
             With no --socket and no --tcp, serves getrandom on \(defaultSocket). \
             SIGTERM/SIGINT: stop accepting, finish pending requests (up to --shutdown-grace), remove \
@@ -231,10 +235,14 @@ struct VirtRNGDCommand: AsyncParsableCommand {
     static func monitoredPool<S: EntropySource>(
         _ source: sending S, health: HealthMonitorConfiguration, capacity: Int, logger: Logger
     ) throws(EntropySourceError) -> PrefetchPool {
+        let rejected = Counter(label: "virtrngd_health_blocks_rejected_total")
         let monitor = try HealthMonitor(source, configuration: health) { event in
             switch event {
             case .blockRejected(let failure, let consecutive):
-                logger.warning("health test rejected a block (\(consecutive) in a row): \(failure)")
+                // About 1 block in 1,000 of a perfect source fails some test (the tests' false-positive
+                // rate): counted, logged at debug; only a failure of the source is a warning.
+                rejected.increment()
+                logger.debug("health test rejected a block (\(consecutive) in a row): \(failure)")
             case .failed(let failure): logger.error("source failed its health tests: \(failure)")
             case .disabled(let failure): logger.critical("source disabled after repeated failures: \(failure)")
             case .recovered(let blocks): logger.notice("source recovered after \(blocks) passing blocks")
