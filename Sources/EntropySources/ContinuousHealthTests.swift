@@ -1,3 +1,5 @@
+internal import CEntropyShims
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -40,6 +42,8 @@ public struct ContinuousHealthTests: Sendable {
     var windowPosition = 0
     var windowValue: UInt8 = 0
     var windowCount = 0
+    /// Whether the AVX-512 kernels screen the RCT and count the APT (else portable Swift code).
+    private(set) var usesKernel: Bool
 
     /// Tests for a source claiming `minEntropyPerByte` bits per byte with α = 2^−`falsePositiveExponent`.
     ///
@@ -58,6 +62,14 @@ public struct ContinuousHealthTests: Sendable {
         self.repetitionCutoff = Self.repetitionCutoff(minEntropy: minEntropyPerByte, exponent: falsePositiveExponent)
         self.adaptiveProportionCutoff = Self.adaptiveProportionCutoff(
             minEntropy: minEntropyPerByte, exponent: falsePositiveExponent, window: Self.adaptiveProportionWindow)
+        self.usesKernel = HealthKernels.available
+    }
+
+    /// Tests that use the kernels only if `usesKernel` and the CPU supports them (tests run both paths).
+    init(minEntropyPerByte: Double = 8, falsePositiveExponent: Int = 20, usesKernel: Bool) throws(EntropySourceError) {
+        self = try ContinuousHealthTests(
+            minEntropyPerByte: minEntropyPerByte, falsePositiveExponent: falsePositiveExponent)
+        self.usesKernel = usesKernel && HealthKernels.available
     }
 
     /// C = 1 + ⌈n / H⌉ (SP 800-90B §4.4.1).
@@ -94,16 +106,42 @@ public struct ContinuousHealthTests: Sendable {
 
     /// Runs both tests over `bytes`, carrying state across calls; returns the first failure.
     public mutating func test(_ bytes: UnsafeRawBufferPointer) -> HealthTestFailure? {
-        if let failure = repetitionCount(bytes) { return failure }
+        test(bytes, fourEqualBytes: nil)
+    }
+
+    /// ``test(_:)`` with `fourEqualBytes`, whether four consecutive bytes of `bytes` are equal, when
+    /// it is already known (``HealthMonitor`` has it from the FIPS kernel's pass over the block).
+    mutating func test(_ bytes: UnsafeRawBufferPointer, fourEqualBytes: Bool?) -> HealthTestFailure? {
+        if let failure = repetitionCount(bytes, fourEqualBytes: fourEqualBytes) { return failure }
         return adaptiveProportion(bytes)
     }
 
-    /// RCT over `bytes`. Sixteen bytes at a time are compared with their predecessors (the same
-    /// bytes one earlier) in one vector compare; if no byte equals its predecessor the run is 1.
-    /// Otherwise (about 6% of chunks of random data) each half is checked without branches on the
-    /// data, and only a half with two or more equal neighbours is walked byte by byte.
-    mutating func repetitionCount(_ bytes: UnsafeRawBufferPointer) -> HealthTestFailure? {
+    /// RCT over `bytes`; `fourEqualBytes` as in ``test(_:fourEqualBytes:)``.
+    ///
+    /// The cutoff C is at least 1 + ⌈20 / 8⌉ = 4. If no four consecutive bytes are equal (known, or
+    /// found by one pass of `ces_has_four_equal_bytes`, 64 bytes per step) and the first byte does not
+    /// continue the carried run, every run here has at most three bytes and none reaches C: the state
+    /// is the last byte and the length of the last run. Other calls (on full-entropy data about one
+    /// 2,500-byte block in 256, whose first byte repeats the carried one) take the walk below.
+    ///
+    /// The walk: sixteen bytes at a time are compared with their predecessors (the same bytes one
+    /// earlier) in one vector compare; if no byte equals its predecessor the run is 1. Otherwise
+    /// (about 6% of chunks of random data) each half is checked without branches on the data, and
+    /// only a half with two or more equal neighbours is walked byte by byte.
+    mutating func repetitionCount(_ bytes: UnsafeRawBufferPointer, fourEqualBytes: Bool? = nil) -> HealthTestFailure? {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return nil }
+        let n = bytes.count
+        if n >= 3 && repetitionCutoff > 3 && (fourEqualBytes != nil || usesKernel)
+            && (repetitions == 0 || base.load(as: UInt8.self) != lastByte)
+            && !(fourEqualBytes ?? (ces_has_four_equal_bytes(base, n) != 0))
+        {
+            let last = base.load(fromByteOffset: n - 1, as: UInt8.self)
+            let second = base.load(fromByteOffset: n - 2, as: UInt8.self)
+            let third = base.load(fromByteOffset: n - 3, as: UInt8.self)
+            repetitions = second != last ? 1 : third != last ? 2 : 3
+            lastByte = last
+            return nil
+        }
         var last = lastByte
         var run = repetitions
         let cutoff = repetitionCutoff
@@ -187,7 +225,7 @@ public struct ContinuousHealthTests: Sendable {
             }
             let end = min(bytes.count, i + (window - windowPosition))
             let value = windowValue
-            windowCount += Self.count(value, in: UnsafeRawPointer(base + i), length: end - i)
+            windowCount += Self.count(value, in: UnsafeRawPointer(base + i), length: end - i, usesKernel: usesKernel)
             windowPosition += end - i
             i = end
             if windowCount >= cutoff {
@@ -200,10 +238,14 @@ public struct ContinuousHealthTests: Sendable {
         return nil
     }
 
-    /// The number of bytes equal to `value` among `length` bytes at `p`: sixteen at a time, a
-    /// vector compare gives −1 in each matching lane, subtracted from per-lane counters that are
-    /// summed every 255 chunks.
-    static func count(_ value: UInt8, in p: UnsafeRawPointer, length: Int) -> Int {
+    /// The number of bytes equal to `value` among `length` bytes at `p`: with the kernels, 64 at a
+    /// time (a compare into a mask, a population count); else sixteen at a time, a vector compare
+    /// gives −1 in each matching lane, subtracted from per-lane counters that are summed every 255
+    /// chunks.
+    static func count(
+        _ value: UInt8, in p: UnsafeRawPointer, length: Int, usesKernel: Bool = HealthKernels.available
+    ) -> Int {
+        if usesKernel { return ces_count_byte(p, length, value) }
         let pattern = SIMD16<UInt8>(repeating: value)
         var total = 0
         var i = 0

@@ -323,13 +323,13 @@ public final class HealthMonitor<Base: EntropySource>: EntropySource {
         }
     }
 
+    /// The 90B tests' failure first, else the FIPS tests'. The FIPS tests run on every block (which
+    /// keeps their continuous-test word in step) and first: the kernel's pass also tells the RCT
+    /// whether four equal bytes occur, which spares it a pass of its own.
     private func testBlock(_ bytes: UnsafeRawBufferPointer) -> HealthTestFailure? {
-        if let failure = continuous.test(bytes) {
-            // Keep the FIPS continuous-test word in step even though the block is rejected.
-            _ = fips.test(bytes)
-            return failure
-        }
-        let failures = fips.test(bytes)
+        var fourEqualBytes: Bool?
+        let failures = fips.test(bytes, fourEqualBytes: &fourEqualBytes)
+        if let failure = continuous.test(bytes, fourEqualBytes: fourEqualBytes) { return failure }
         return failures.isEmpty ? nil : .fips(failures)
     }
 

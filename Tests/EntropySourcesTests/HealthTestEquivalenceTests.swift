@@ -1,3 +1,4 @@
+import CEntropyShims
 import EntropySourcesTestSupport
 import Testing
 
@@ -66,13 +67,50 @@ func equivalenceCorpus() -> [[UInt8]] {
             blocks.append(block)
         }
     }
+    // Runs across the kernel's boundaries: 64-bit words (bit 64), 64-byte chunks (bit 512), the
+    // chunk flush after 13 chunks (bit 6,656), the 4-byte tail (bit 19,968), and the last word.
+    for boundary in [64, 512, 6_656, 19_968, 19_992] {
+        for before in [1, 6, 7, 25] {
+            for length in [6, 7, 25, 26, 34] where boundary - before + length <= 20_000 {
+                var block = randomBlock(&generator)
+                plantRun(&block, start: boundary - before, length: length, bit: UInt8((before + length) & 1))
+                blocks.append(block)
+            }
+        }
+    }
+    // Runs of exactly 25, 26 and 34 bits flush with the block's start and end, unframed outside.
+    for length in [25, 26, 34] {
+        for bit: UInt8 in [0, 1] {
+            for start in [0, 20_000 - length] {
+                var block = randomBlock(&generator)
+                plantRun(&block, start: start, length: length, bit: bit)
+                blocks.append(block)
+            }
+        }
+    }
+    // Long uniform stretches crossing chunks, with and without a long run: 80 equal bytes, and
+    // 0x00 0x00 pairs every 64 bytes framed by 0xFF on both sides (uniform pairs, longest run 18).
+    var stretch = randomBlock(&generator)
+    stretch.replaceSubrange(30..<110, with: repeatElement(0xFF, count: 80))
+    blocks.append(stretch)
+    var pairs = randomBlock(&generator)
+    for start in stride(from: 62, to: 2_497, by: 64) {
+        pairs.replaceSubrange(start..<(start + 4), with: [0xFF, 0, 0, 0xFF])
+    }
+    blocks.append(pairs)
+    var tailPair = randomBlock(&generator)
+    tailPair.replaceSubrange(2_495..<2_500, with: [0x7F, 0xFF, 0xFF, 0xFF, 0x80])
+    blocks.append(tailPair)
+    var tailPairShort = randomBlock(&generator)
+    tailPairShort.replaceSubrange(2_496..<2_500, with: [0x80, 0x00, 0x00, 0x7F])
+    blocks.append(tailPairShort)
     // Uniform byte pairs that are not long runs (0x00 0x00 framed by 0xFF), at the ends.
     var framed = randomBlock(&generator)
     framed.replaceSubrange(0..<3, with: [0x00, 0x00, 0xFF])
     framed.replaceSubrange(2_497..<2_500, with: [0xFF, 0xFF, 0xFF])
     blocks.append(framed)
     // Repeated 32-bit words: inside a block at every alignment that matters, and across blocks.
-    for position in [0, 4, 8, 12, 1_248, 2_488, 2_492] {
+    for position in [0, 4, 8, 12, 60, 124, 1_248, 2_428, 2_488, 2_492] {
         var block = randomBlock(&generator)
         block.replaceSubrange((position + 4)..<(position + 8), with: block[position..<(position + 4)])
         blocks.append(block)
@@ -87,21 +125,38 @@ func equivalenceCorpus() -> [[UInt8]] {
     return blocks
 }
 
+/// Whether four consecutive bytes are equal (what the kernels report to the RCT).
+func hasFourEqualBytes(_ bytes: ArraySlice<UInt8>) -> Bool {
+    let a = Array(bytes)
+    return a.indices.dropLast(3).contains { a[$0] == a[$0 + 1] && a[$0] == a[$0 + 2] && a[$0] == a[$0 + 3] }
+}
+
+/// How the RCT learns whether a call holds four equal bytes: it walks (portable code), asks the
+/// kernel, or is told (as ``HealthMonitor`` tells it from the FIPS kernel's pass).
+enum RCTScreen: CaseIterable, Sendable { case walk, kernel, told }
+
 @Suite struct HealthTestEquivalenceTests {
-    /// The single-pass FIPS tests against the pre-rewrite implementation and the bit-by-bit oracle,
-    /// block by block over the whole corpus with the continuous-test word carried along.
-    @Test func fipsMatchesTheLegacyImplementationAndTheNaiveOracle() {
+    /// The FIPS tests, on the AVX-512 kernel (where the CPU has it) and on the portable path,
+    /// against the pre-rewrite implementation and the bit-by-bit oracle, block by block over the
+    /// whole corpus with the continuous-test word carried along.
+    @Test(arguments: [true, false])
+    func fipsMatchesTheLegacyImplementationAndTheNaiveOracle(usesKernel: Bool) {
         let blocks = equivalenceCorpus()
         #expect(blocks.count > 1_000)
-        var current = FIPSTest()
+        var current = FIPSTest(usesKernel: usesKernel)
+        #expect(current.usesKernel == (usesKernel && HealthKernels.available))
         var legacy = LegacyFIPSTest()
-        var verdictOnly = FIPSTest()
+        var verdictOnly = FIPSTest(usesKernel: usesKernel)
         var failing = 0
         for (index, block) in blocks.enumerated() {
             let result = block.withUnsafeBytes { current.analyze($0) }
             let expected = block.withUnsafeBytes { legacy.analyze($0) }
             #expect(result == expected, "block \(index)")
-            #expect(block.withUnsafeBytes { verdictOnly.test($0) } == expected.failures, "block \(index)")
+            var fourEqualBytes: Bool?
+            #expect(
+                block.withUnsafeBytes { verdictOnly.test($0, fourEqualBytes: &fourEqualBytes) } == expected.failures,
+                "block \(index)")
+            #expect(fourEqualBytes == (verdictOnly.usesKernel ? hasFourEqualBytes(block[...]) : nil), "block \(index)")
             let oracle = naiveFIPS(block)
             #expect(result.ones == oracle.ones, "block \(index)")
             #expect(result.pokerSum == oracle.poker, "block \(index)")
@@ -116,10 +171,10 @@ func equivalenceCorpus() -> [[UInt8]] {
 
     /// RCT and APT against the pre-rewrite implementation: low-entropy streams so both fire,
     /// several entropy claims, calls of random lengths (windows and runs cross call boundaries).
-    @Test(arguments: [8.0, 4.0, 1.0, 0.5])
-    func continuousTestsMatchTheLegacyImplementation(entropy: Double) throws {
+    @Test(arguments: [8.0, 4.0, 1.0, 0.5], [true, false])
+    func continuousTestsMatchTheLegacyImplementation(entropy: Double, usesKernel: Bool) throws {
         var generator = SplitMix(seed: UInt64(entropy * 100))
-        var tests = try ContinuousHealthTests(minEntropyPerByte: entropy)
+        var tests = try ContinuousHealthTests(minEntropyPerByte: entropy, usesKernel: usesKernel)
         var legacy = LegacyContinuousHealthTests(
             repetitionCutoff: tests.repetitionCutoff, adaptiveProportionCutoff: tests.adaptiveProportionCutoff)
         var failures = 0
@@ -151,8 +206,69 @@ func equivalenceCorpus() -> [[UInt8]] {
         #expect(failures > 0)
     }
 
+    /// RCT and APT against the pre-rewrite implementation on full-entropy bytes with planted repeats
+    /// (runs of 2 to 7 equal bytes, some straddling call boundaries), in calls of 0 to 3,000 bytes:
+    /// most calls take the kernel's no-triple shortcut, the rest the walk, and the carried state
+    /// must match after every call.
+    @Test(arguments: [8.0, 4.0], RCTScreen.allCases)
+    func continuousTestsMatchTheLegacyImplementationOnFullEntropy(entropy: Double, screen: RCTScreen) throws {
+        var generator = SplitMix(seed: 7 + UInt64(entropy))
+        var tests = try ContinuousHealthTests(minEntropyPerByte: entropy, usesKernel: screen == .kernel)
+        var legacy = LegacyContinuousHealthTests(
+            repetitionCutoff: tests.repetitionCutoff, adaptiveProportionCutoff: tests.adaptiveProportionCutoff)
+        var stream = (0..<300_000).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+        var lengths: [Int] = []
+        var position = 0
+        while position < stream.count {
+            let pick = generator.next() % 8
+            let length = pick < 2 ? Int(generator.next() % 6) : pick < 5 ? 2_500 : Int(generator.next() % 3_001)
+            lengths.append(length)
+            position += length
+            // A run of 2...7 equal bytes ending 0...3 bytes after this call's end.
+            if pick % 2 == 0 {
+                let runLength = 2 + Int(generator.next() % 6)
+                let end = min(stream.count, position + Int(generator.next() % 4))
+                let value = UInt8(truncatingIfNeeded: generator.next())
+                for i in max(0, end - runLength)..<end { stream[i] = value }
+            }
+        }
+        var failures = 0
+        var offset = 0
+        for length in lengths where offset < stream.count {
+            let end = min(stream.count, offset + length)
+            let told = screen == .told ? hasFourEqualBytes(stream[offset..<end]) : nil
+            let got = stream.withUnsafeBytes {
+                tests.test(UnsafeRawBufferPointer(rebasing: $0[offset..<end]), fourEqualBytes: told)
+            }
+            let want = stream.withUnsafeBytes { legacy.test(UnsafeRawBufferPointer(rebasing: $0[offset..<end])) }
+            #expect(got == want, "call at \(offset)")
+            #expect(tests.lastByte == legacy.lastByte && tests.repetitions == legacy.repetitions)
+            #expect(tests.windowPosition == legacy.windowPosition && tests.windowCount == legacy.windowCount)
+            #expect(tests.windowValue == legacy.windowValue)
+            if got != nil { failures += 1 }
+            offset = end
+        }
+        #expect(failures > 10)
+    }
+
+    /// The kernel's four-equal-bytes screen against a plain loop, at every length and alignment.
+    @Test(.enabled(if: HealthKernels.available, "needs the AVX-512 kernels"))
+    func fourEqualBytesMatchesAPlainLoop() {
+        var generator = SplitMix(seed: 12)
+        for alphabet in [2, 3, 256] {
+            let bytes = (0..<600).map { _ in UInt8(truncatingIfNeeded: generator.next() % UInt64(alphabet)) }
+            for start in 0..<17 {
+                for length in [0, 1, 3, 4, 5, 63, 64, 66, 67, 68, 127, 130, 300, 583 - start] {
+                    let got = bytes.withUnsafeBytes { ces_has_four_equal_bytes($0.baseAddress! + start, length) != 0 }
+                    #expect(got == hasFourEqualBytes(bytes[start..<(start + length)]), "\(alphabet) \(start) \(length)")
+                }
+            }
+        }
+    }
+
     /// The byte counter behind the APT against a plain loop, at every length and alignment.
-    @Test func countMatchesAPlainLoop() {
+    @Test(arguments: [true, false])
+    func countMatchesAPlainLoop(usesKernel: Bool) {
         var generator = SplitMix(seed: 11)
         let bytes = (0..<10_000).map { _ in UInt8(truncatingIfNeeded: generator.next() % 3) }
         for start in 0..<17 {
@@ -160,7 +276,8 @@ func equivalenceCorpus() -> [[UInt8]] {
                 for value: UInt8 in [0, 1, 2, 3] {
                     let expected = bytes[start..<(start + length)].filter { $0 == value }.count
                     let got = bytes.withUnsafeBytes {
-                        ContinuousHealthTests.count(value, in: $0.baseAddress! + start, length: length)
+                        ContinuousHealthTests.count(
+                            value, in: $0.baseAddress! + start, length: length, usesKernel: usesKernel)
                     }
                     #expect(got == expected)
                 }

@@ -23,4 +23,39 @@ size_t ces_rdrand_fill(void *buf, size_t len, unsigned int retries);
 /// RDSEED counterpart of ces_rdrand_fill. Call only after ces_cpu_has_rdseed() returned 1.
 size_t ces_rdseed_fill(void *buf, size_t len, unsigned int retries);
 
+/// Bytes per FIPS 140-2 block (20,000 bits).
+#define CES_FIPS_BLOCK_SIZE 2500
+
+/// The counts behind the FIPS 140-2 tests of one block, bits read most significant first.
+typedef struct ces_fips_counts {
+    /// W_1...W_7: windows of 1...7 consecutive zero bits inside the block (entry 7 is 0).
+    uint32_t zero_windows[8];
+    /// The same for one bits; one_windows[0] is the number of one bits.
+    uint32_t one_windows[8];
+    /// How many of the 5,000 nibbles hold each value 0...15.
+    uint32_t nibbles[16];
+    /// The block's last little-endian 32-bit word (the continuous test's next carry).
+    uint32_t last_word;
+    /// 1 when a 32-bit word equals the one before it (the first against `previous_word`).
+    uint8_t repeated_word;
+    /// 1 when the block holds a run of 26 or more equal bits.
+    uint8_t long_run;
+    /// 1 when four consecutive bytes of the block are equal (see ces_has_four_equal_bytes).
+    uint8_t four_equal_bytes;
+} ces_fips_counts;
+
+/// 1 when the CPU and OS support the health-test kernels below (x86-64 with AVX-512 F, BW, VBMI,
+/// VBMI2, VPOPCNTDQ, BITALG, GFNI and POPCNT, and ZMM state enabled by the OS). Always 0 elsewhere.
+int ces_cpu_has_health_kernels(void);
+/// Counts one CES_FIPS_BLOCK_SIZE-byte block; `previous_word` is the 32-bit word before it.
+/// Call only after ces_cpu_has_health_kernels() returned 1.
+void ces_fips_count(const void *block, uint32_t previous_word, ces_fips_counts *out);
+/// 1 when four consecutive bytes among `count` are equal (a run the SP 800-90B RCT may fail on:
+/// its cutoff is at least 4). Reads nothing outside the buffer.
+/// Call only after ces_cpu_has_health_kernels() returned 1.
+int ces_has_four_equal_bytes(const void *bytes, size_t count);
+/// The number of bytes equal to `value` among `count`. Reads nothing outside the buffer.
+/// Call only after ces_cpu_has_health_kernels() returned 1.
+size_t ces_count_byte(const void *bytes, size_t count, uint8_t value);
+
 #endif
