@@ -304,17 +304,7 @@ struct EGDServerTests {
         let path = directory.path + "/egd"
         // Stale: a socket bound by a process that is gone (bound, never listened, closed).
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            raw.copyBytes(from: Array(path.utf8))
-            raw[path.utf8.count] = 0
-        }
-        _ = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
+        #expect(withUnixAddress(path, { bind(fd, $0, $1) }) == 0)
         close(fd)
         let listener = EGDListener(endpoint: .unix(path: path), shaping: .unlimited(id: HTBClassID(2)))
         var logger = Logger(label: "test")

@@ -22,8 +22,8 @@ import Testing
         return url
     }
 
-    /// Runs virtrngd to completion (for configurations that must fail at once).
-    func run(_ arguments: [String]) throws -> Outcome {
+    /// Launches virtrngd with its standard error in a pipe.
+    func launch(_ arguments: [String]) throws -> (Process, Pipe) {
         let process = Process()
         process.executableURL = Self.binary
         process.arguments = arguments
@@ -31,8 +31,19 @@ import Testing
         process.standardError = error
         process.standardOutput = FileHandle.nullDevice
         try process.run()
+        return (process, error)
+    }
+
+    /// Waits up to 10 s for `condition`, polling every 10 ms.
+    func wait(until condition: () -> Bool) {
         let deadline = Date().addingTimeInterval(10)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
+        while !condition() && Date() < deadline { usleep(10_000) }
+    }
+
+    /// Runs virtrngd to completion (for configurations that must fail at once).
+    func run(_ arguments: [String]) throws -> Outcome {
+        let (process, error) = try launch(arguments)
+        wait { !process.isRunning }
         if process.isRunning {
             process.terminate()
             process.waitUntilExit()
@@ -44,17 +55,8 @@ import Testing
 
     /// Starts virtrngd and waits for its socket to appear.
     func start(_ arguments: [String], socket: String) throws -> (Process, Pipe) {
-        let process = Process()
-        process.executableURL = Self.binary
-        process.arguments = arguments
-        let error = Pipe()
-        process.standardError = error
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: socket) && Date() < deadline && process.isRunning {
-            usleep(10_000)
-        }
+        let (process, error) = try launch(arguments)
+        wait { FileManager.default.fileExists(atPath: socket) || !process.isRunning }
         return (process, error)
     }
 
