@@ -39,15 +39,18 @@ What `restart` shows (QEMU 7.2, Linux 6.1 guest; measured 2026-11-23):
   - period=1000: the timer fires while the chardev is still reconnecting (reconnect=1 waits a second),
     its request is lost as well, nothing re-arms it, and the guest never resumes (no progress in 90 s).
     The same happens with any period whenever the timer happens to expire during the outage;
-  - a server that sends 64 unsolicited bytes to each new connection lets QEMU complete the stale
-    request at once (QEMU reads as many bytes as its pending requests still lack): the guest resumed
-    0.5 s after the restart, with QEMU's default period. No EGD client but QEMU wants such bytes.
-What `guest` shows (2 cores shared with other work, medians of 3-5 runs of 64 KiB, pinned; 2026-11-23):
-builtin 880-1320 kB/s, rng-egd with the Python stub 635-730 kB/s, with virtrngd (release) 580-660 kB/s;
-ratios 0.48-0.73 for the stub, 0.55-0.58 for virtrngd. The guest posts one 64-byte buffer at a time,
-so each 64 bytes cost a round trip through QEMU's chardev and the server: about 100 µs against 60 µs
-for builtin, whichever server answers. Unpinned, a run is either slow or fast for its whole length (builtin about 500 or about
-1500 kB/s), depending on whether the scheduler keeps QEMU's threads on one CPU.
+  - virtrngd's `prefill=64` socket option sends 64 bytes to each new connection, and QEMU completes the
+    stale request with them at once (it reads as many bytes as its pending requests still lack): the
+    guest resumes 0.5 s after the restart, with QEMU's default period. No EGD client but QEMU wants
+    such bytes, so it is per socket.
+What `guest` shows (medians of 3-5 runs of 64 KiB; QEMU on the first CPU, the server on the second;
+2026-11-23): builtin 1170-1870 kB/s (it varies between boots more than anything else here); virtrngd
+with prefill=64 850-1020 kB/s; virtrngd on a plain socket 440-600 kB/s; the Python stub (plain)
+635-730 kB/s in earlier runs; the ideal server (IdealEGDServer: the socket kept full, QEMU never
+waits) 830-870 kB/s, 0.64 of builtin. So QEMU's own rng-egd path (a socket write and a chardev read
+per 64-byte guest buffer) caps any EGD server near 0.65-0.7 of builtin: the 0.8 of the issue is out of
+reach for every server. What is enforced is the daemon's share of that ceiling, egd / ideal >= 0.8
+(measured 1.08). On a plain socket each buffer also waits for a round trip to the server.
 """
 import argparse
 import math
@@ -231,6 +234,62 @@ def free_tcp_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class IdealEGDServer:
+    """QEMU's ceiling for rng-egd: a server the guest never waits for. Each connection's socket is kept
+    full of random bytes from the moment it connects, and the requests are read and ignored; QEMU
+    reads only as many bytes as it has requests pending, so every request finds its bytes already
+    there. Whatever separates this from rng-builtin is QEMU's own rng-egd path (a socket write and a
+    chardev read per guest buffer), which no server can remove."""
+
+    def __init__(self, path):
+        self.path, self.stopping = path, threading.Event()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(8)
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self):
+        self.listener.settimeout(0.2)
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            conn.settimeout(0.2)
+            for target in (self._fill, self._drain):
+                t = threading.Thread(target=target, args=(conn,), daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    def _fill(self, conn):
+        chunk = os.urandom(65536)
+        while not self.stopping.is_set():
+            try:
+                conn.sendall(os.urandom(4096) if chunk is None else chunk)
+                chunk = None
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    def _drain(self, conn):
+        while not self.stopping.is_set():
+            try:
+                if not conn.recv(65536):
+                    return
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+
+    def stop(self):
+        self.stopping.set()
+        self.listener.close()
+        for t in self.threads:
+            t.join(timeout=2)
 
 
 class TestError(Exception):
@@ -433,15 +492,18 @@ def test_guest(ctx):
     if ctx.qemu_socket_opts:
         sockets.append((plain, None, None))
     server = EGDServer(ctx, sockets, cpus=ctx.server_pin).start()
-    times = {"builtin": [], "egd": [], "egd-plain": []}
+    ideal_sock = os.path.join(ctx.tmp, "ideal.sock")
+    ideal = IdealEGDServer(ideal_sock)
+    times = {"builtin": [], "egd": [], "egd-plain": [], "ideal": []}
     problems, fips = [], FipsTally(ctx)
     try:
         # Alternate the order so that a slow spell of the shared machine hits both backends.
-        kinds = ("builtin", "egd", "egd-plain") if ctx.qemu_socket_opts else ("builtin", "egd")
+        kinds = ("builtin", "egd", "ideal") + (("egd-plain",) if ctx.qemu_socket_opts else ())
         plan = [(run, kind) for run in range(ctx.runs)
                 for kind in (kinds if run % 2 == 0 else tuple(reversed(kinds)))]
         for run, kind in plan:
-            backend = {"builtin": ("builtin",), "egd": ("egd", sock, 0), "egd-plain": ("egd", plain, 0)}[kind]
+            backend = {"builtin": ("builtin",), "egd": ("egd", sock, 0), "egd-plain": ("egd", plain, 0),
+                       "ideal": ("egd", ideal_sock, 0)}[kind]
             guest = Guest(ctx, f"{kind}{run}", backend, ctx.bytes, cpus=ctx.pin)
             res = guest.run(ctx.guest_timeout)
             errs = guest.problems()
@@ -457,6 +519,7 @@ def test_guest(ctx):
                 break  # a guest that hangs will hang again: do not wait out every run
     finally:
         served = server.stop()
+        ideal.stop()
     fips_text, fips_problems = fips.verdict()
     problems += fips_problems
     want = ctx.bytes * (len(times["egd"]) + len(times["egd-plain"]))
@@ -470,6 +533,14 @@ def test_guest(ctx):
     summary = (f"guest: egd {egd:.0f} kB/s, builtin {builtin:.0f} kB/s (medians of {len(times['egd'])}/"
                f"{len(times['builtin'])} runs of {ctx.bytes} B; egd socket{ctx.qemu_socket_opts or ' plain'}), ratio egd/builtin {ratio:.2f} "
                f"(target {ctx.target_ratio}); server served {got} B; {fips_text}")
+    if times["ideal"]:
+        ideal_kbps = statistics.median(times["ideal"])
+        summary += (f"; a server QEMU never waits for (socket kept full): {ideal_kbps:.0f} kB/s, ratio "
+                    f"{ideal_kbps / builtin:.2f}: egd reaches {egd / ideal_kbps:.2f} of it (target "
+                    f"{ctx.target_ideal_ratio})")
+        # The daemon is not what the guest waits for when it comes close to a server that is never waited for.
+        if egd / ideal_kbps < ctx.target_ideal_ratio:
+            problems.append(f"egd reaches {egd / ideal_kbps:.2f} of the ideal server, below {ctx.target_ideal_ratio}")
     if times["egd-plain"]:
         plain_kbps = statistics.median(times["egd-plain"])
         summary += (f"; without{ctx.qemu_socket_opts}: {plain_kbps:.0f} kB/s, ratio {plain_kbps / builtin:.2f} "
@@ -650,6 +721,8 @@ def main():
     p.add_argument("--qemu-socket-opts", default=None,
                    help="listener options of the sockets QEMU connects to (default: ',prefill=64' for virtrngd, "
                         "'' for the stub); `guest` also measures a plain socket beside them")
+    p.add_argument("--target-ideal-ratio", type=float, default=0.8,
+                   help="`guest`: egd throughput as a share of the ideal server's (enforced)")
     p.add_argument("--target-ratio", type=float, default=0.8, help="egd/builtin throughput target")
     p.add_argument("--enforce-ratio", choices=["yes", "no"], default="no",
                    help="fail `guest` below --target-ratio (default: report it only; see the docstring)")
