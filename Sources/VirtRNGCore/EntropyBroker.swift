@@ -16,8 +16,10 @@ public import RateLimit
 ///
 /// ``submit(_:for:at:)`` queues a ``BrokerRequest``; each client's requests are answered strictly in
 /// order through the sink given at ``connect(to:sink:)``. A blocking read is served as its class is
-/// granted bytes, possibly in pieces; a non-blocking read gets what its class is granted at once; a level
-/// query and a marker are answered as soon as everything before them is.
+/// granted bytes, possibly in pieces; a non-blocking read gets what its class is granted at once, and
+/// nothing while other clients of its class wait for blocking reads (they come first, so polling with
+/// non-blocking reads cannot jump the round robin); a level query and a marker are answered as soon
+/// as everything before them is.
 ///
 /// ## Driving it
 ///
@@ -480,7 +482,7 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
             case .readAvailable(let n):
                 clients[s].queue.removeFirst()
                 classes[c].statistics.requestsAnswered &+= 1
-                let granted = grantNow(n, toClass: c, at: now)
+                let granted = grantNow(n, toClass: c, for: s, at: now)
                 let piece = takeStaged(granted)
                 clients[s].served &+= UInt64(piece.count)
                 classes[c].statistics.bytesServed &+= UInt64(piece.count)
@@ -493,8 +495,12 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
 
     /// How many of `n` bytes class `c` may have at once: staged bytes not reserved for the decision
     /// being distributed, its window, its HTB tokens. Charges the window and the HTB for exactly that.
-    func grantNow(_ n: Int, toClass c: Int, at now: Instant) -> Int {
-        guard n > 0 else { return 0 }
+    func grantNow(_ n: Int, toClass c: Int, for s: Int, at now: Instant) -> Int {
+        // Other clients' blocking reads waiting in the class come first: otherwise a client polling
+        // with non-blocking reads would take the class's tokens ahead of the round robin. (The client's
+        // own later reads wait behind this answer anyway.)
+        let own = clients[s].scheduled ? clients[s].pendingBytes : 0
+        guard n > 0, classes[c].demand - own == 0 else { return 0 }
         if stageEnd - stageStart - reserved < n { _ = topUpStage(wanting: reserved + n) }
         var g = min(n, stageEnd - stageStart - reserved)
         // The window is charged only for what the HTB grants (it may refuse), so ask it first for at

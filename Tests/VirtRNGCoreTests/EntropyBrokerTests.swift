@@ -148,6 +148,33 @@ import VirtRNGCoreTestSupport
         #expect(try broker.bytesServed(to: client) == 400 * 4 + 512)
     }
 
+    @Test func aNonBlockingReadWaitsBehindOtherClientsBlockingReadsOfItsClass() throws {
+        let (broker, _, _) = try slowBroker()
+        let deliveries = Deliveries()
+        let poller = try broker.connect(to: HTBClassID(1), sink: deliveries.sink(0))
+        let reader = try broker.connect(to: HTBClassID(1), sink: deliveries.sink(1))
+        // The reader waits for more than the bucket holds; the poller's non-blocking reads must not
+        // take the class's tokens ahead of it.
+        try broker.submit(.read(3_000), for: reader, at: zero)
+        try broker.submit(.readAvailable(400), for: poller, at: zero)
+        #expect(deliveries.take(0) == [.available(0)])
+        _ = broker.run(at: zero)
+        try broker.submit(.readAvailable(400), for: poller, at: ms(500))
+        #expect(deliveries.take(0) == [.available(0)])
+        // Once the reader is served in full, the poller gets what the class is granted.
+        var now = zero
+        while try broker.pendingBytes(of: reader) > 0 {
+            now = now.advanced(by: .milliseconds(100))
+            _ = broker.run(at: now)
+        }
+        try broker.submit(.readAvailable(400), for: poller, at: now.advanced(by: .seconds(10)))
+        #expect(deliveries.take(0) == [.available(400)])
+        // A client's own later blocking reads do not hold back its non-blocking read.
+        try broker.submit(.readAvailable(100), for: poller, at: now.advanced(by: .seconds(20)))
+        try broker.submit(.read(100), for: poller, at: now.advanced(by: .seconds(20)))
+        #expect(deliveries.take(0).first == .available(100))
+    }
+
     @Test func aNonBlockingReadGetsNothingFromAnEmptyOrFailingSupply() throws {
         let supply = ScriptedSupply(available: 0)
         let (broker, log, _) = try slowBroker(supply: supply)
