@@ -180,6 +180,11 @@ public final class EGDServer: Sendable {
                     throw .cannotBind(endpoint: listener.endpoint.description, reason: "\(error)")
                 }
                 created.append((path, SocketFile.inode(of: path)))
+                if let mode = listener.socketMode, chmod(path, mode_t(mode)) != 0 {
+                    let reason = String(cString: strerror(errno))
+                    await undo()
+                    throw .cannotBind(endpoint: listener.endpoint.description, reason: "chmod: \(reason)")
+                }
                 endpoints.append(listener.endpoint)
             case .tcp(let host, let port):
                 bootstrap = bootstrap.serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

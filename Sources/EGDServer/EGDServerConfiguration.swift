@@ -23,12 +23,18 @@ public struct EGDListener: Sendable, Equatable {
     /// client (ekeyd, egc.pl, `egd-client`) would misread unsolicited bytes: leave it 0 for them.
     /// The bytes are served and charged to the class like any others.
     public var prefillBytes: Int
+    /// Permission bits of a unix socket file (who may connect: connecting needs write permission),
+    /// e.g. `0o660` with a group QEMU runs in; nil leaves what the process's umask gives.
+    public var socketMode: UInt32?
 
     /// A listener on `endpoint` whose connections share `shaping`.
-    public init(endpoint: EGDEndpoint, shaping: BrokerClassConfiguration, prefillBytes: Int = 0) {
+    public init(
+        endpoint: EGDEndpoint, shaping: BrokerClassConfiguration, prefillBytes: Int = 0, socketMode: UInt32? = nil
+    ) {
         self.endpoint = endpoint
         self.shaping = shaping
         self.prefillBytes = prefillBytes
+        self.socketMode = socketMode
     }
 }
 

@@ -3,7 +3,7 @@ public import RateLimit
 import VirtRNGCore
 
 /// Parses a listener as `virtrngd --socket`/`--tcp` take it, QEMU `-object` style:
-/// `ADDRESS[,rate=R][,ceil=C][,burst=B][,max-bytes=N,period=MS][,max-clients=K][,prio=P][,prefill=N]`
+/// `ADDRESS[,rate=R][,ceil=C][,burst=B][,max-bytes=N,period=MS][,max-clients=K][,prio=P][,prefill=N][,mode=OCTAL]`
 /// (`prefill` only for sockets QEMU's `rng-egd` connects to: see ``EGDListener/prefillBytes``).
 ///
 /// Rates are bytes per second and sizes bytes, with an optional `k`, `M` or `G` suffix (powers of
@@ -48,9 +48,11 @@ public enum ListenerSpecificationError: Error, Sendable, Equatable, CustomString
     public var description: String {
         switch self {
         case .unknownOption(let spec, let option):
-            "'\(spec)': unknown option '\(option)' (rate, ceil, burst, max-bytes, period, max-clients, prio, prefill)"
+            "'\(spec)': unknown option '\(option)' (rate, ceil, burst, max-bytes, period, max-clients, prio, prefill, mode)"
         case .invalidValue(let spec, let option, let value):
-            "'\(spec)': \(option)=\(value) is not a positive number (k, M, G suffixes allowed)"
+            option == "mode"
+                ? "'\(spec)': mode=\(value) is not octal permission bits of a unix socket (e.g. 660)"
+                : "'\(spec)': \(option)=\(value) is not a positive number (k, M, G suffixes allowed)"
         case .invalidAddress(let text): "'\(text)' is not HOST:PORT"
         case .periodWithoutMaxBytes(let spec): "'\(spec)': period needs max-bytes"
         }
@@ -83,11 +85,19 @@ extension EGDListener {
         var maximumClients = defaults.maximumClients
         var prio = 0
         var prefill = 0
+        var mode: UInt32?
         var periodGiven = false
         for part in parts {
             guard let equals = part.firstIndex(of: "=") else { throw .unknownOption(spec: spec, option: part) }
             let key = String(part[..<equals])
             let text = String(part[part.index(after: equals)...])
+            if key == "mode" {
+                guard !tcp, let bits = UInt32(text, radix: 8), bits <= 0o777 else {
+                    throw .invalidValue(spec: spec, option: key, value: text)
+                }
+                mode = bits
+                continue
+            }
             guard let value = Self.parseSize(text), value > 0 || key == "prio" || key == "prefill" else {
                 throw .invalidValue(spec: spec, option: key, value: text)
             }
@@ -117,7 +127,7 @@ extension EGDListener {
         self.init(
             endpoint: endpoint,
             shaping: BrokerClassConfiguration(shaping: shaping, window: window, maximumClients: maximumClients),
-            prefillBytes: prefill)
+            prefillBytes: prefill, socketMode: mode)
     }
 
     /// `123`, `20k`, `1M`, `2G` (powers of 1000); nil when not a number or on overflow.

@@ -70,6 +70,7 @@ import Testing
             (["--period", "100"], "--period needs --max-bytes"),
             (["--socket", "/nonexistent-dir/sock"], "/nonexistent-dir/sock"),
             (["--socket", "/tmp/x,speed=3"], "unknown option 'speed'"),
+            (["--socket", "/tmp/x,mode=999"], "mode=999 is not octal"),
             (["--on-source-failure", "panic"], "wait or fail"),
             (["--tcp", "nohostport"], "HOST:PORT"),
         ])
@@ -92,7 +93,9 @@ import Testing
         let directory = try makeDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let socket = directory.appendingPathComponent("egd").path
-        let (process, errorPipe) = try start(["--socket", socket], socket: socket)
+        let (process, errorPipe) = try start(["--socket", socket + ",mode=660"], socket: socket)
+        let attributes = try FileManager.default.attributesOfItem(atPath: socket)
+        #expect((attributes[.posixPermissions] as? Int) == 0o660, "mode=660 sets who may connect")
         let client = try EGDClient.connect(to: .unix(path: socket), timeout: .seconds(5))
         var received = 0
         let got = try client.read(count: 1_000, blocking: true) { received += $0.count }
