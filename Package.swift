@@ -84,7 +84,7 @@ let package = Package(
             swiftSettings: strictSettings),
         // A scripted supply for the broker: EGDServer's tests drive the broker with it too.
         .target(
-            name: "VirtRNGCoreTestSupport", dependencies: ["VirtRNGCore", "EntropySources"],
+            name: "VirtRNGCoreTestSupport", dependencies: ["VirtRNGCore", "EntropySources", "RateLimit"],
             swiftSettings: strictSettings),
 
         // MARK: Executables (thin: parse flags, wire, run)
@@ -125,6 +125,12 @@ let package = Package(
             name: "FuzzEGDServer",
             dependencies: ["EGDCodecTestSupport"],
             path: "Fuzz/FuzzEGDServer",
+            exclude: ["Seeds"]
+        ),
+        .executableTarget(
+            name: "FuzzBroker",
+            dependencies: ["VirtRNGCoreTestSupport"],
+            path: "Fuzz/FuzzBroker",
             exclude: ["Seeds"]
         ),
         .executableTarget(
