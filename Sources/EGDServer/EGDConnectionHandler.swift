@@ -262,8 +262,13 @@ final class EGDConnectionHandler: ChannelDuplexHandler {
             bytesCounter?.increment(by: out.readableBytes)
             context.writeAndFlush(wrapOutboundOut(out), promise: nil)
             // The socket usually takes it all at once and NIO lets go of the storage, so clearing
-            // reuses it; if NIO still holds part of it, the next write copies (copy-on-write).
-            out.clear()
+            // reuses it; if NIO still holds part of it, the next write copies (copy-on-write). A
+            // buffer grown by a burst is let go, so idle connections do not keep bursts' memory.
+            if out.capacity > 16_384 {
+                out = context.channel.allocator.buffer(capacity: 0)
+            } else {
+                out.clear()
+            }
         }
         if closeAfterFlush {
             closeNow()
