@@ -84,7 +84,8 @@ let package = Package(
             swiftSettings: strictSettings),
         // A scripted supply for the broker: EGDServer's tests drive the broker with it too.
         .target(
-            name: "VirtRNGCoreTestSupport", dependencies: ["VirtRNGCore", "EntropySources", "RateLimit"],
+            name: "VirtRNGCoreTestSupport",
+            dependencies: ["VirtRNGCore", "EntropySources", "RateLimit", "RateLimitTestSupport"],
             swiftSettings: strictSettings),
 
         // MARK: Executables (thin: parse flags, wire, run)

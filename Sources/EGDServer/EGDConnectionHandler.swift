@@ -48,10 +48,8 @@ final class EGDConnectionHandler: ChannelDuplexHandler {
         self.classID = classID
         self.prefill = prefill
         self.bytesCounter = service.classCounters[classID]
-        let accepted: EGDCommandSet =
-            service.configuration.acceptedCommands == .all
-            ? .all : [.entropyLevel, .readNonBlocking, .readBlocking]
-        self.decoder = EGDRequestDecoder(configuration: .init(acceptedCommands: accepted))
+        self.decoder = EGDRequestDecoder(
+            configuration: .init(acceptedCommands: service.configuration.acceptedCommands))
         self.out = allocator.buffer(capacity: 0)
     }
 
@@ -286,10 +284,8 @@ final class EGDConnectionHandler: ChannelDuplexHandler {
             stallTimer = nil
             service.requestRun()
         } else if stallTimer == nil {
-            let timeout = service.configuration.stallTimeout
-            let nanoseconds =
-                timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-            stallTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in
+            let timeout = service.configuration.stallTimeout.wholeNanoseconds
+            stallTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(timeout)) { [self] in
                 stallTimer = nil
                 guard let context = self.context, !context.channel.isWritable else { return }
                 service.logger.warning("closing client: it stopped reading its answers", metadata: ["peer": "\(peer)"])

@@ -1,3 +1,4 @@
+public import EGDCodec
 public import EntropySources
 public import RateLimit
 public import VirtRNGCore
@@ -59,7 +60,7 @@ public struct EGDServerConfiguration: Sendable, Equatable {
     public var shutdownGracePeriod: Duration
     /// Which EGD commands are served; by default all five (`03` writes are read and discarded, as
     /// ekeyd does: client-supplied bytes never reach another client).
-    public var acceptedCommands: EGDCommandSetOption
+    public var acceptedCommands: EGDCommandSet
     /// Sets TCP_NODELAY on TCP connections (default true): without it Nagle's algorithm and delayed
     /// ACKs hold ekeyd-egd-linux's pipelined requests to one round per ~40 ms.
     public var tcpNoDelay: Bool
@@ -74,7 +75,7 @@ public struct EGDServerConfiguration: Sendable, Equatable {
         idleTimeout: Duration? = nil,
         stallTimeout: Duration = .seconds(30),
         shutdownGracePeriod: Duration = .seconds(2),
-        acceptedCommands: EGDCommandSetOption = .all,
+        acceptedCommands: EGDCommandSet = .all,
         tcpNoDelay: Bool = true
     ) {
         self.listeners = listeners
@@ -90,14 +91,6 @@ public struct EGDServerConfiguration: Sendable, Equatable {
 
     /// The root class's identifier, `1:1` as `tc` would number it.
     public static var rootClassID: HTBClassID { HTBClassID(1) }
-}
-
-/// Which EGD commands a server answers.
-public enum EGDCommandSetOption: Sendable, Equatable {
-    /// All five (`00` level, `01` non-blocking read, `02` blocking read, `03` write, `04` PID).
-    case all
-    /// Only the reads and the level query: a write or a PID request closes the client.
-    case readsOnly
 }
 
 /// Why a server could not start. Each case is one clear line for a daemon's exit.

@@ -94,9 +94,7 @@ final class EGDService {
     func schedule(at instant: ContinuousClock.Instant) {
         if let at = scheduledRunAt, at <= instant { return }
         scheduledRun?.cancel()
-        let delay = ContinuousClock.now.duration(to: instant)
-        let nanoseconds = max(
-            0, delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000)
+        let nanoseconds = max(0, ContinuousClock.now.duration(to: instant).wholeNanoseconds)
         scheduledRunAt = instant
         scheduledRun = eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(nanoseconds)) { [self] in
             scheduledRun = nil
@@ -107,21 +105,16 @@ final class EGDService {
 
     /// Writes what the broker delivered and resumes connections whose pending bytes drained.
     func afterBrokerWork() {
-        var rounds = 0
-        while !dirty.isEmpty || !held.isEmpty {
-            while let handler = dirty.popLast() { handler.flush() }
-            var resumed = false
-            for (id, handler) in held where handler.hasRoom {
-                held[id] = nil
-                handler.resumeInput()
-                resumed = true
-            }
-            rounds += 1
-            if !resumed || rounds > 64 { break }
+        while let handler = dirty.popLast() { handler.flush() }
+        guard !held.isEmpty else { return }
+        // Deliveries drained some held clients: decode what they sent meanwhile (which may answer
+        // at once and dirty them again), then write once more.
+        let ready = held.filter { $0.value.hasRoom }
+        for (id, handler) in ready {
+            held[id] = nil
+            handler.resumeInput()
         }
-        if !dirty.isEmpty {
-            while let handler = dirty.popLast() { handler.flush() }
-        }
+        while let handler = dirty.popLast() { handler.flush() }
     }
 
     // MARK: Connections

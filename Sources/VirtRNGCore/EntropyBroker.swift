@@ -63,6 +63,8 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
     var htb: HierarchicalTokenBucket<Instant>
     var classes: ContiguousArray<ClassState<Instant>> = []
     var classIndex: [HTBClassID: Int] = [:]
+    /// The classes with a QEMU window, so a run does not scan every class for one.
+    var windowedClasses: [Int] = []
     var clients: ContiguousArray<ClientState> = []
     var freeSlots: [Int32] = []
     /// Sum of the classes' registered HTB demand.
@@ -150,6 +152,7 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
             throw .shaping(error)
         }
         if let parent = configuration.shaping.parent, let p = classIndex[parent] { classes[p].childCount += 1 }
+        if window != nil { windowedClasses.append(classes.count) }
         classIndex[handle.id] = classes.count
         classes.append(ClassState(configuration: configuration, handle: handle, window: window))
     }
@@ -384,7 +387,7 @@ public final class EntropyBroker<Supply: EntropySupply, Instant: InstantProtocol
     /// demand; returns the earliest instant a window opens for demand that is still waiting.
     func refreshWindows(at now: Instant) -> Instant? {
         var wake: Instant?
-        for c in classes.indices where classes[c].window != nil {
+        for c in windowedClasses {
             wake = earliest(wake, refreshWindow(c, at: now))
         }
         return wake

@@ -1,5 +1,6 @@
 import EntropySources
 import RateLimit
+public import RateLimitTestSupport
 import VirtRNGCore
 
 /// A structure-aware fuzz harness for ``EntropyBroker``: the input is a program of operations (clients
@@ -15,22 +16,8 @@ import VirtRNGCore
 /// - nothing is delivered to a disconnected client, nor beyond what was asked;
 /// - pending bytes and requests never exceed the limits, and refused requests are typed errors.
 public enum BrokerFuzzHarness {
-    /// The instants of the fuzzed broker: whole nanoseconds.
-    public struct Instant: InstantProtocol, Sendable {
-        /// Nanoseconds since zero.
-        public var nanoseconds: Int64
-        /// The instant `nanoseconds` after zero.
-        public init(nanoseconds: Int64) { self.nanoseconds = nanoseconds }
-        /// This instant moved by `duration`.
-        public func advanced(by duration: Duration) -> Self {
-            let (s, a) = duration.components
-            return Self(nanoseconds: nanoseconds &+ s &* 1_000_000_000 &+ a / 1_000_000_000)
-        }
-        /// The duration from here to `other`.
-        public func duration(to other: Self) -> Duration { .nanoseconds(other.nanoseconds &- nanoseconds) }
-        /// Orders by time.
-        public static func < (lhs: Self, rhs: Self) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
-    }
+    /// The fuzzed broker runs on the test clock of RateLimitTestSupport.
+    public typealias Instant = ManualClock.Instant
 
     /// What a client expects next, in order.
     enum Expected {
