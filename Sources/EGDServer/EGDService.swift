@@ -110,11 +110,16 @@ final class EGDService {
         // Deliveries drained some held clients: decode what they sent meanwhile (which may answer
         // at once and dirty them again), then write once more.
         let ready = held.filter { $0.value.hasRoom }
+        guard !ready.isEmpty else { return }
         for (id, handler) in ready {
             held[id] = nil
             handler.resumeInput()
         }
         while let handler = dirty.popLast() { handler.flush() }
+        // The blocking reads just submitted wait for a run: the one that returned may have found
+        // nothing to do, and a client whose held input holds all it will send gives no read to start
+        // one (such a client used to wait forever once its first 64 KiB were served).
+        requestRun()
     }
 
     // MARK: Connections

@@ -162,20 +162,48 @@ struct EGDServerTests {
         _ = await running.stop()
     }
 
+    @Test(
+        "A client that pipelines past its pending limit in one write is served in full",
+        arguments: [1_000, 4_000])
+    func pipelinePastThePendingLimit(requests: Int) async throws {
+        // The server takes requests up to the limit (64 KiB), holds the rest, and takes more as answers
+        // drain it. The client sends nothing more, so only the server's own runs can finish the job.
+        let running = try await RunningServer.start()
+        let client = try TestSocket(unix: running.paths[0])
+        try client.send(repeated([0x02, 0xFF], requests))
+        let answers = try client.receiveExactly(requests * 255, milliseconds: 10_000)
+        #expect(answers.count == requests * 255)
+        #expect(client.receive(milliseconds: 100) == .timedOut)
+        let report = await running.stop()
+        #expect(report.classes[0].requestsAnswered == UInt64(requests))
+    }
+
     @Test("A client that never reads is back-pressured and closed after the stall timeout; others are served")
     func neverReadingClient() async throws {
         let running = try await RunningServer.start(configure: { $0.stallTimeout = .milliseconds(500) })
         let hostile = try TestSocket(unix: running.paths[0])
         hostile.setReceiveBuffer(4_096)
-        // Ask for 2.5 MB of answers and never read them; the server stops reading our requests.
-        let requests = repeated([0x02, 0xFF], 10_000)
+        // Ask for answers and never read them, until the server stops reading our requests: that
+        // happens once its answers are stuck behind the full socket and it has paused us. Offering a
+        // fixed amount instead would make the test depend on the kernel's socket buffer sizes and on
+        // how fast a loaded machine runs the server.
+        let chunk = repeated([0x02, 0xFF], 2_048)
         var offered = 0
+        var refusedSince: Int?
         let start = monotonicMilliseconds()
-        while offered < requests.count && monotonicMilliseconds() - start < 1_000 {
-            let n = hostile.sendNonBlocking(Array(requests[offered...]))
+        while monotonicMilliseconds() - start < 8_000 {
+            let n = hostile.sendNonBlocking(Array(chunk[(offered % chunk.count)...]))
             offered += n
-            if n == 0 { usleep(10_000) }
+            if n > 0 {
+                refusedSince = nil
+                continue
+            }
+            let now = monotonicMilliseconds()
+            if let since = refusedSince, now - since >= 300 { break }
+            if refusedSince == nil { refusedSince = now }
+            usleep(10_000)
         }
+        #expect(refusedSince != nil, "the server kept reading \(offered) B of requests it could not answer")
         // A well-behaved client on the same class is still served at once.
         let good = try TestSocket(unix: running.paths[0])
         let t0 = monotonicMilliseconds()
