@@ -66,9 +66,22 @@ final class GuardedBuffer {
         #expect(
             HealthKernels.supportedTiers.first == .swift && HealthKernels.supportedTiers.last == HealthKernels.supported
         )
-        #if arch(x86_64)
-            // Every x86-64 machine this project runs on has at least AVX2 (Haswell, 2013; AMD Zen).
-            #expect(HealthKernels.supported >= .avx2)
+        #if arch(x86_64) && os(Linux)
+            // The CPUID check agrees with what the kernel reports of the CPU (and the OS's state saving,
+            // which /proc/cpuinfo reflects by hiding flags the OS does not enable).
+            if let cpuinfo = readWholeFile("/proc/cpuinfo"),
+                let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
+            {
+                let flags = Set(line.split(separator: " ").map(String.init))
+                let avx2 = flags.isSuperset(of: ["avx", "avx2", "popcnt"])
+                let avx512 =
+                    avx2
+                    && flags.isSuperset(of: [
+                        "avx512f", "avx512bw", "avx512vbmi", "avx512_vbmi2", "avx512_vpopcntdq", "avx512_bitalg", "gfni",
+                    ])
+                let expected: HealthKernelTier = avx512 ? .avx512 : (avx2 ? .avx2 : .swift)
+                #expect(HealthKernels.supported == expected, "flags: \(flags.sorted().filter { $0.hasPrefix("avx") })")
+            }
         #endif
     }
 
@@ -162,4 +175,21 @@ final class GuardedBuffer {
             #expect(expected.1.failures > 0 && expected.1.recoveries > 0)
         }
     }
+}
+
+/// The contents of a (small, procfs) file as UTF-8 text, or nil when it cannot be read.
+func readWholeFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65_536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        guard n >= 0 else { return nil }
+        if n == 0 { break }
+        bytes += chunk[..<n]
+    }
+    return String(decoding: bytes, as: UTF8.self)
 }
