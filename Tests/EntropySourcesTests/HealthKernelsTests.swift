@@ -77,7 +77,8 @@ final class GuardedBuffer {
                 let avx512 =
                     avx2
                     && flags.isSuperset(of: [
-                        "avx512f", "avx512bw", "avx512vbmi", "avx512_vbmi2", "avx512_vpopcntdq", "avx512_bitalg", "gfni",
+                        "avx512f", "avx512bw", "avx512vbmi", "avx512_vbmi2", "avx512_vpopcntdq", "avx512_bitalg",
+                        "gfni",
                     ])
                 let expected: HealthKernelTier = avx512 ? .avx512 : (avx2 ? .avx2 : .swift)
                 #expect(HealthKernels.supported == expected, "flags: \(flags.sorted().filter { $0.hasPrefix("avx") })")
