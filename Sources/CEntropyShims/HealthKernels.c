@@ -1,9 +1,11 @@
-// AVX-512 kernels for the health tests of EntropySources (FIPSTest.swift, ContinuousHealthTests.swift).
+// AVX-512 and AVX2 kernels for the health tests of EntropySources (FIPSTest.swift,
+// ContinuousHealthTests.swift, dispatch in HealthKernels.swift).
 //
 // The instructions are enabled per function with target attributes, so the package needs no -m flags
-// (and no unsafe flags); Swift calls the kernels only after ces_cpu_has_health_kernels() returned 1
-// and otherwise runs its portable code. Both must give the same results bit for bit; the tests check
-// them against each other, against the first implementation and against a bit-by-bit oracle.
+// (and no unsafe flags); Swift calls a tier's kernels only when ces_cpu_health_kernel_tier() reports
+// it and otherwise runs its portable code. All tiers must give the same results bit for bit; the
+// tests check each against the others, against the first implementation and against a bit-by-bit
+// oracle.
 #include "CEntropyShims.h"
 
 #include <string.h>
@@ -12,20 +14,23 @@
 #include <cpuid.h>
 #include <immintrin.h>
 
-int ces_cpu_has_health_kernels(void) {
+int ces_cpu_health_kernel_tier(void) {
     unsigned int a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
-    if (!(c & bit_OSXSAVE) || !(c & bit_POPCNT)) return 0;
-    // The OS must save the opmask and ZMM state (XCR0 bits 1, 2, 5, 6, 7).
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return CES_HEALTH_TIER_NONE;
+    if (!(c & bit_OSXSAVE) || !(c & bit_POPCNT) || !(c & bit_AVX)) return CES_HEALTH_TIER_NONE;
+    // The OS must save the YMM state (XCR0 bits 1 and 2), for AVX-512 also the opmask and ZMM state
+    // (bits 5, 6 and 7).
     unsigned int xcr0, xcr0High;
     __asm__("xgetbv" : "=a"(xcr0), "=d"(xcr0High) : "c"(0));
-    if ((xcr0 & 0xE6) != 0xE6) return 0;
-    if (__get_cpuid_max(0, 0) < 7) return 0;
+    if ((xcr0 & 0x06) != 0x06) return CES_HEALTH_TIER_NONE;
+    if (__get_cpuid_max(0, 0) < 7) return CES_HEALTH_TIER_NONE;
     __cpuid_count(7, 0, a, b, c, d);
+    if (!(b & bit_AVX2)) return CES_HEALTH_TIER_NONE;
     int f = (b & bit_AVX512F) && (b & bit_AVX512BW);
     int vbmi = (c & bit_AVX512VBMI) && (c & bit_AVX512VBMI2);
     int counts = (c & bit_AVX512VPOPCNTDQ) && (c & bit_AVX512BITALG);
-    return f && vbmi && counts && (c & bit_GFNI) ? 1 : 0;
+    int zmm = (xcr0 & 0xE6) == 0xE6;
+    return zmm && f && vbmi && counts && (c & bit_GFNI) ? CES_HEALTH_TIER_AVX512 : CES_HEALTH_TIER_AVX2;
 }
 
 #define CES_AVX512                                                                                     \
@@ -54,6 +59,66 @@ static int long_run_through(const unsigned char *p, int i) {
         length += __builtin_clz(after) - 24;
     }
     return length >= 26;
+}
+
+#define CES_POPCNT __attribute__((target("popcnt")))
+
+/// The scalar end of every FIPS kernel: adds the block's last 4 bytes (one 32-bit word, which the
+/// vector loops leave out) to the counts of the first 2,496 and fills `out`, all but `long_run`.
+/// `oneWindows[k]` and `zeroWindows[k]` (k = 1...6) count the windows of k + 1 equal bits that start
+/// in the first 2,496 bytes, `nibbles` the nibbles of those bytes; `repeated` (a word equal to the
+/// one before, words 0...623), `fourEqual` (four equal bytes from 0...2,495) and `pairs` (a uniform
+/// pair ending at 1...2,496) are the vector loops' flags. Returns 1 when the block holds a uniform
+/// pair (two adjacent bytes both 0x00 or both 0xFF), the only case in which it can hold a long run.
+CES_POPCNT static int finish_counts(const unsigned char *p, uint64_t oneWindows[7], uint64_t zeroWindows[7],
+    uint32_t nibbles[16], int repeated, int fourEqual, int pairs, ces_fips_counts *out) {
+    for (int i = tail_offset - 1; i + 3 < block_size; i++) {  // four bytes from 2,495 and 2,496
+        fourEqual |= p[i] == p[i + 1] && p[i] == p[i + 2] && p[i] == p[i + 3];
+    }
+    out->four_equal_bytes = (uint8_t)fourEqual;
+
+    // The last 4 bytes: one 32-bit word, in scalar code.
+    const unsigned char *tail = p + tail_offset;
+    uint32_t word, wordBefore;
+    memcpy(&word, tail, 4);
+    memcpy(&wordBefore, tail - 4, 4);
+    out->repeated_word = (uint8_t)(repeated | (word == wordBefore));
+    out->last_word = word;
+    {
+        // 32 bits in stream order at the top; past them 0 for the windows of ones, 1 for zeros.
+        uint64_t x = (uint64_t)__builtin_bswap32(word) << 32;
+        uint64_t xz = x | 0xFFFFFFFFULL;
+        uint64_t all = x, any = xz;
+        for (int k = 1; k < 7; k++) {
+            all &= x << k;
+            any |= xz << k;
+            oneWindows[k] += (uint64_t)__builtin_popcountll(all);
+            zeroWindows[k] += (uint64_t)__builtin_popcountll(~any);
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        nibbles[tail[i] >> 4]++;
+        nibbles[tail[i] & 15]++;
+    }
+    uint32_t onesCount = 0;
+    for (int n = 0; n < 16; n++) {
+        out->nibbles[n] = nibbles[n];
+        onesCount += nibbles[n] * (uint32_t)__builtin_popcount((unsigned int)n);
+    }
+    out->one_windows[0] = onesCount;
+    out->zero_windows[0] = 8 * block_size - onesCount;
+    for (int k = 1; k < 7; k++) {
+        out->one_windows[k] = (uint32_t)oneWindows[k];
+        out->zero_windows[k] = (uint32_t)zeroWindows[k];
+    }
+    out->one_windows[7] = out->zero_windows[7] = 0;
+
+    // A run of 26 equal bits covers two whole equal bytes, 0x00 0x00 or 0xFF 0xFF; only then look.
+    int tailPairs = 0;
+    for (int i = tail_offset + 1; i < block_size; i++) {
+        tailPairs |= p[i] == p[i - 1] && (p[i] == 0 || p[i] == 0xFF);
+    }
+    return pairs || tailPairs;
 }
 
 /// A byte lane is zero exactly when the byte equals its predecessor and is 0x00 or 0xFF.
@@ -205,7 +270,7 @@ CES_AVX512 static inline __m128i sum_lanes(__m512i v) {
     return _mm_add_epi16(quarter, _mm_srli_si128(quarter, 8));
 }
 
-CES_AVX512 void ces_fips_count(const void *block, uint32_t previous_word, ces_fips_counts *out) {
+CES_AVX512 void ces_fips_count_avx512(const void *block, uint32_t previous_word, ces_fips_counts *out) {
     _Static_assert(chunks == 39, "three groups of 13 chunks");
     const unsigned char *p = block;
     struct fips_state s;
@@ -226,39 +291,13 @@ CES_AVX512 void ces_fips_count(const void *block, uint32_t previous_word, ces_fi
     const unsigned char *last = p + 64 * 38;
     count_chunk(&s, last, _mm512_maskz_loadu_epi8((1ULL << 60) - 1, last + 8), _mm512_loadu_si512(last - 4));
     flush_nibbles(&s);
-    __mmask16 repeated = s.repeated;
-    __m512i uniform = s.uniform;
     int fourEqual = _mm512_testn_epi8_mask(s.equalBytes, s.equalBytes) != 0;
-    for (int i = tail_offset - 1; i + 3 < block_size; i++) {  // four bytes from 2,495 and 2,496
-        fourEqual |= p[i] == p[i + 1] && p[i] == p[i + 2] && p[i] == p[i + 3];
-    }
-    out->four_equal_bytes = (uint8_t)fourEqual;
-
-    // The last 4 bytes: one 32-bit word, in scalar code.
-    const unsigned char *tail = p + tail_offset;
-    uint32_t word, wordBefore;
-    memcpy(&word, tail, 4);
-    memcpy(&wordBefore, tail - 4, 4);
-    out->repeated_word = (repeated != 0) | (word == wordBefore);
-    out->last_word = word;
-
-    uint64_t oneWindows[7], zeroWindows[7];
+    int pairs = _mm512_testn_epi8_mask(s.uniform, s.uniform) != 0;
+    uint64_t oneWindows[7] = {0}, zeroWindows[7] = {0};
     const uint64_t positions = 64 * chunks * 8;  // every window starting here ends inside the block
     for (int k = 1; k < 7; k++) {
         oneWindows[k] = (uint64_t)_mm512_reduce_add_epi64(s.ones[k]);
         zeroWindows[k] = positions - (uint64_t)_mm512_reduce_add_epi64(s.ors[k]);
-    }
-    {
-        // 32 bits in stream order at the top; past them 0 for the windows of ones, 1 for zeros.
-        uint64_t x = (uint64_t)__builtin_bswap32(word) << 32;
-        uint64_t xz = x | 0xFFFFFFFFULL;
-        uint64_t all = x, any = xz;
-        for (int k = 1; k < 7; k++) {
-            all &= x << k;
-            any |= xz << k;
-            oneWindows[k] += (uint64_t)__builtin_popcountll(all);
-            zeroWindows[k] += (uint64_t)__builtin_popcountll(~any);
-        }
     }
 
     // Per 64-bit lane, 16-bit lane j holds the counts of values 2j (even) and 2j + 1 (odd).
@@ -274,33 +313,11 @@ CES_AVX512 void ces_fips_count(const void *block, uint32_t previous_word, ces_fi
         nibbles[8 + 2 * j] = sums[2][j];
         nibbles[8 + 2 * j + 1] = sums[3][j];
     }
-    for (int i = 0; i < 4; i++) {
-        nibbles[tail[i] >> 4]++;
-        nibbles[tail[i] & 15]++;
-    }
-    uint32_t onesCount = 0;
-    for (int n = 0; n < 16; n++) {
-        out->nibbles[n] = nibbles[n];
-        onesCount += nibbles[n] * (uint32_t)__builtin_popcount((unsigned int)n);
-    }
-    out->one_windows[0] = onesCount;
-    out->zero_windows[0] = 8 * block_size - onesCount;
-    for (int k = 1; k < 7; k++) {
-        out->one_windows[k] = (uint32_t)oneWindows[k];
-        out->zero_windows[k] = (uint32_t)zeroWindows[k];
-    }
-    out->one_windows[7] = out->zero_windows[7] = 0;
-
-    // A run of 26 equal bits covers two whole equal bytes, 0x00 0x00 or 0xFF 0xFF; only then look.
-    int tailPairs = 0;
-    for (int i = tail_offset + 1; i < block_size; i++) {
-        tailPairs |= p[i] == p[i - 1] && (p[i] == 0 || p[i] == 0xFF);
-    }
-    int pairs = _mm512_testn_epi8_mask(uniform, uniform) != 0 || tailPairs;
-    out->long_run = (uint8_t)(pairs && has_long_run(p));
+    int uniformPair = finish_counts(p, oneWindows, zeroWindows, nibbles, s.repeated != 0, fourEqual, pairs, out);
+    out->long_run = (uint8_t)(uniformPair && has_long_run(p));
 }
 
-CES_AVX512 int ces_has_four_equal_bytes(const void *bytes, size_t count) {
+CES_AVX512 int ces_has_four_equal_bytes_avx512(const void *bytes, size_t count) {
     const unsigned char *p = bytes;
     if (count < 4) return 0;
     // Lane j compares bytes i ... i + 3 with i = offset + j; the last loads are masked to the buffer.
@@ -322,7 +339,7 @@ CES_AVX512 int ces_has_four_equal_bytes(const void *bytes, size_t count) {
     return _mm512_testn_epi8_mask(least, least) != 0;
 }
 
-CES_AVX512 size_t ces_count_byte(const void *bytes, size_t count, uint8_t value) {
+CES_AVX512 size_t ces_count_byte_avx512(const void *bytes, size_t count, uint8_t value) {
     const unsigned char *p = bytes;
     const __m512i pattern = _mm512_set1_epi8((char)value);
     size_t total = 0, i = 0;
@@ -337,22 +354,320 @@ CES_AVX512 size_t ces_count_byte(const void *bytes, size_t count, uint8_t value)
     return total;
 }
 
+// MARK: AVX2 (Haswell and later, every AMD Zen)
+//
+// The same counts as the AVX-512 kernels, 32 bytes a step (78 steps and the 4-byte tail):
+// - windows: as count_windows, each shifted word built from two 64-bit shifts, and the population
+//   counts per byte by Mula's nibble lookup (VPSHUFB), summed in bytes (at most 8 a step, so
+//   flushed by VPSADBW at least every 31 steps);
+// - nibbles: VPSHUFB maps each nibble to a 1 in one of four 2-bit fields of one of four bytes, the
+//   fields are spread to 4 bits and summed (at most 2 a step, so flushed every 6 steps);
+// - the continuous test, the uniform pairs and the four equal bytes as in the AVX-512 kernel.
+
+#define CES_AVX2 __attribute__((target("avx2,popcnt")))
+
+enum {
+    steps = block_size / 32,  // 78 steps of 32 bytes; the same 4-byte tail as above
+    nibble_group = 6,         // steps between nibble flushes (fields of 4 bits, at most 2 a step)
+    window_group = 24,        // steps between window flushes (bytes, at most 8 a step)
+};
+
+/// The population count of each byte (Mula: one lookup per nibble).
+CES_AVX2 static inline __m256i popcount_bytes(__m256i v) {
+    const __m256i table = _mm256_setr_epi8(
+        0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    __m256i lo = _mm256_shuffle_epi8(table, _mm256_and_si256(v, low));
+    __m256i hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
+    return _mm256_add_epi8(lo, hi);
+}
+
+/// VPSHUFB tables (the same 16 entries in both 128-bit lanes): nibble n maps, in table n / 4, to a 1
+/// in the 2-bit field n % 4 of the byte; 0 in the other tables.
+static const unsigned char nibble_fields[4][32] __attribute__((aligned(32))) = {
+#define CES_ROW(g)                                                                                     \
+    {                                                                                                  \
+        (g) == 0, (g) == 0 ? 4 : 0, (g) == 0 ? 16 : 0, (g) == 0 ? 64 : 0, (g) == 1, (g) == 1 ? 4 : 0,      \
+            (g) == 1 ? 16 : 0, (g) == 1 ? 64 : 0, (g) == 2, (g) == 2 ? 4 : 0, (g) == 2 ? 16 : 0,           \
+            (g) == 2 ? 64 : 0, (g) == 3, (g) == 3 ? 4 : 0, (g) == 3 ? 16 : 0, (g) == 3 ? 64 : 0, (g) == 0, \
+            (g) == 0 ? 4 : 0, (g) == 0 ? 16 : 0, (g) == 0 ? 64 : 0, (g) == 1, (g) == 1 ? 4 : 0,            \
+            (g) == 1 ? 16 : 0, (g) == 1 ? 64 : 0, (g) == 2, (g) == 2 ? 4 : 0, (g) == 2 ? 16 : 0,           \
+            (g) == 2 ? 64 : 0, (g) == 3, (g) == 3 ? 4 : 0, (g) == 3 ? 16 : 0, (g) == 3 ? 64 : 0            \
+    }
+    CES_ROW(0), CES_ROW(1), CES_ROW(2), CES_ROW(3),
+#undef CES_ROW
+};
+
+/// The sum of the four 64-bit lanes.
+CES_AVX2 static inline uint64_t sum_quadwords(__m256i v) {
+    __m128i half = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    return (uint64_t)_mm_cvtsi128_si64(_mm_add_epi64(half, _mm_unpackhi_epi64(half, half)));
+}
+
+/// Windows of k + 1 = 2...7 equal bits starting in the 32 bytes at `q` (count_windows' layout):
+/// per byte, the population counts of the windows of ones (`ones[k]`) and of the windows holding a
+/// one (`ors[k]`) are added; `after` holds the 32 bytes at q + 8.
+CES_AVX2 static inline __attribute__((always_inline)) void count_windows_step(
+    const unsigned char *q, __m256i after, __m256i ones[7], __m256i ors[7]) {
+    // Byte swap within each 64-bit word: bit 63 is then the first bit of the stream (MSB first).
+    const __m256i swap = _mm256_setr_epi8(
+        7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8);
+    __m256i x = _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)q), swap);
+    __m256i y = _mm256_shuffle_epi8(after, swap);
+    __m256i all = x, any = x;
+#define CES_WINDOW(k)                                                                                  \
+    {                                                                                                  \
+        __m256i next = _mm256_or_si256(_mm256_slli_epi64(x, k), _mm256_srli_epi64(y, 64 - (k)));        \
+        all = _mm256_and_si256(all, next);                                                             \
+        any = _mm256_or_si256(any, next);                                                              \
+        ones[k] = _mm256_add_epi8(ones[k], popcount_bytes(all));                                       \
+        ors[k] = _mm256_add_epi8(ors[k], popcount_bytes(any));                                         \
+    }
+    CES_WINDOW(1) CES_WINDOW(2) CES_WINDOW(3) CES_WINDOW(4) CES_WINDOW(5) CES_WINDOW(6)
+#undef CES_WINDOW
+}
+
+/// The windows pass over the first 2,496 bytes: `oneWindows[k]` and `orWindows[k]` (k = 1...6)
+/// become the numbers of windows of k + 1 ones and of windows holding a one that start there.
+CES_AVX2 static void count_windows_avx2(const unsigned char *p, uint64_t oneWindows[7], uint64_t orWindows[7]) {
+    const __m256i zero = _mm256_setzero_si256();
+    __m256i oneSums[7], orSums[7];
+    for (int k = 1; k < 7; k++) oneSums[k] = orSums[k] = zero;
+    for (int first = 0; first < steps; first += window_group) {
+        int end = first + window_group < steps ? first + window_group : steps;
+        __m256i ones[7], ors[7];
+        for (int k = 1; k < 7; k++) ones[k] = ors[k] = zero;
+        for (int c = first; c < end; c++) {
+            const unsigned char *q = p + 32 * c;
+            // The last step: the words after it reach 4 bytes past the block, which are not
+            // loaded (VPMASKMOVD: zero, and no fault).
+            __m256i after = c == steps - 1
+                ? _mm256_maskload_epi32((const int *)(q + 8), _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, -1, 0))
+                : _mm256_loadu_si256((const __m256i *)(q + 8));
+            count_windows_step(q, after, ones, ors);
+        }
+        for (int k = 1; k < 7; k++) {
+            oneSums[k] = _mm256_add_epi64(oneSums[k], _mm256_sad_epu8(ones[k], zero));
+            orSums[k] = _mm256_add_epi64(orSums[k], _mm256_sad_epu8(ors[k], zero));
+        }
+    }
+    for (int k = 1; k < 7; k++) {
+        oneWindows[k] = sum_quadwords(oneSums[k]);
+        orWindows[k] = sum_quadwords(orSums[k]);
+    }
+}
+
+/// Running counts of the bytes pass (AVX2).
+struct bytes_state_avx2 {
+    __m256i even[4], odd[4];            // 4-bit fields: nibbles 4g + 0, 4g + 2 (even) and 4g + 1, 4g + 3
+    __m256i fieldSums[8], highSums[8];  // 64-bit lanes: VPSADBW of the fields, and of the high ones
+    __m256i uniform;                    // byte-wise minimum: zero where a uniform pair ends
+    __m256i equalBytes;                 // byte-wise minimum: zero where four equal bytes start
+    __m256i repeated;                   // 32-bit lanes: all ones where a word equals the word before
+};
+
+/// Counts the nibbles, repeated words, uniform pairs and four equal bytes of the 32 bytes at `q`;
+/// `before` holds the 32 bytes at q - 4.
+CES_AVX2 static inline __attribute__((always_inline)) void count_bytes_step(
+    struct bytes_state_avx2 *s, const unsigned char *q, __m256i before) {
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    const __m256i pairsOfBits = _mm256_set1_epi8(0x33);
+    __m256i raw = _mm256_loadu_si256((const __m256i *)q);
+    __m256i lo = _mm256_and_si256(raw, low);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+    for (int g = 0; g < 4; g++) {
+        __m256i table = _mm256_load_si256((const __m256i *)nibble_fields[g]);
+        __m256i fields = _mm256_add_epi8(_mm256_shuffle_epi8(table, lo), _mm256_shuffle_epi8(table, hi));
+        s->even[g] = _mm256_add_epi8(s->even[g], _mm256_and_si256(fields, pairsOfBits));
+        s->odd[g] = _mm256_add_epi8(s->odd[g], _mm256_and_si256(_mm256_srli_epi16(fields, 2), pairsOfBits));
+    }
+
+    // Continuous test: each 32-bit word against the one before.
+    s->repeated = _mm256_or_si256(s->repeated, _mm256_cmpeq_epi32(raw, before));
+    // Pairs (i - 1, i) for i = q + 1 ... q + 32 (at most 2,496: inside the block), and four bytes
+    // from i = q ... q + 31 (the last of them at most 2,498). A pair is uniform exactly when
+    // (next ^ raw) | ((next + 1) & 0xFE) is zero: equal bytes, and 0xFF + 1 = 0, 0x00 + 1 = 1.
+    __m256i next = _mm256_loadu_si256((const __m256i *)(q + 1));
+    __m256i plusOne = _mm256_add_epi8(next, _mm256_set1_epi8(1));
+    __m256i pair = _mm256_or_si256(
+        _mm256_xor_si256(next, raw), _mm256_and_si256(plusOne, _mm256_set1_epi8((char)0xFE)));
+    s->uniform = _mm256_min_epu8(s->uniform, pair);
+    __m256i second = _mm256_xor_si256(raw, _mm256_loadu_si256((const __m256i *)(q + 2)));
+    __m256i third = _mm256_xor_si256(raw, _mm256_loadu_si256((const __m256i *)(q + 3)));
+    __m256i four = _mm256_or_si256(_mm256_or_si256(_mm256_xor_si256(raw, next), second), third);
+    s->equalBytes = _mm256_min_epu8(s->equalBytes, four);
+}
+
+/// Adds the 4-bit nibble fields to the 64-bit sums: VPSADBW of the fields gives L + 16 H per lane
+/// (L, H: the low and high fields' totals), VPSADBW of the high fields alone 16 H.
+CES_AVX2 static inline __attribute__((always_inline)) void flush_nibble_fields(struct bytes_state_avx2 *s) {
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256i highFields = _mm256_set1_epi8((char)0xF0);
+    for (int g = 0; g < 4; g++) {
+        s->fieldSums[2 * g] = _mm256_add_epi64(s->fieldSums[2 * g], _mm256_sad_epu8(s->even[g], zero));
+        s->highSums[2 * g] = _mm256_add_epi64(
+            s->highSums[2 * g], _mm256_sad_epu8(_mm256_and_si256(s->even[g], highFields), zero));
+        s->fieldSums[2 * g + 1] = _mm256_add_epi64(s->fieldSums[2 * g + 1], _mm256_sad_epu8(s->odd[g], zero));
+        s->highSums[2 * g + 1] = _mm256_add_epi64(
+            s->highSums[2 * g + 1], _mm256_sad_epu8(_mm256_and_si256(s->odd[g], highFields), zero));
+        s->even[g] = s->odd[g] = zero;
+    }
+}
+
+/// Whether any byte lane is zero.
+CES_AVX2 static inline int has_zero_byte(__m256i v) {
+    return _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_setzero_si256())) != 0;
+}
+
+/// The rare path (AVX2): a uniform pair exists somewhere; find each and measure its run.
+CES_AVX2 static int has_long_run_avx2(const unsigned char *p) {
+    const __m256i one = _mm256_set1_epi8(1), fe = _mm256_set1_epi8((char)0xFE);
+    for (int c = 0; c < steps; c++) {
+        const unsigned char *q = p + 32 * c;
+        __m256i raw = _mm256_loadu_si256((const __m256i *)q);
+        __m256i next = _mm256_loadu_si256((const __m256i *)(q + 1));
+        __m256i v = _mm256_or_si256(
+            _mm256_xor_si256(next, raw), _mm256_and_si256(_mm256_add_epi8(next, one), fe));
+        unsigned int pairs = (unsigned int)_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_setzero_si256()));
+        while (pairs) {
+            int i = 32 * c + 1 + __builtin_ctz(pairs);
+            if (long_run_through(p, i)) return 1;
+            pairs &= pairs - 1;
+        }
+    }
+    for (int i = tail_offset + 1; i < block_size; i++) {
+        if (p[i] == p[i - 1] && (p[i] == 0 || p[i] == 0xFF) && long_run_through(p, i)) return 1;
+    }
+    return 0;
+}
+
+CES_AVX2 void ces_fips_count_avx2(const void *block, uint32_t previous_word, ces_fips_counts *out) {
+    _Static_assert(steps == 78 && steps % nibble_group == 0, "13 groups of 6 steps");
+    _Static_assert(window_group * 8 <= 255, "byte counters hold the window group's counts");
+    const unsigned char *p = block;
+    // Two passes, so that each keeps its counters in registers.
+    uint64_t oneWindows[7] = {0}, orWindows[7] = {0}, zeroWindows[7] = {0};
+    count_windows_avx2(p, oneWindows, orWindows);
+    const uint64_t positions = 32 * steps * 8;  // every window starting here ends inside the block
+    for (int k = 1; k < 7; k++) zeroWindows[k] = positions - orWindows[k];
+
+    struct bytes_state_avx2 s;
+    for (int g = 0; g < 8; g++) s.fieldSums[g] = s.highSums[g] = _mm256_setzero_si256();
+    for (int g = 0; g < 4; g++) s.even[g] = s.odd[g] = _mm256_setzero_si256();
+    s.uniform = s.equalBytes = _mm256_set1_epi8(-1);
+    s.repeated = _mm256_setzero_si256();
+    // Step 0: the word before word 0 is the carried one (nothing before the block is read).
+    __m256i first = _mm256_loadu_si256((const __m256i *)p);
+    count_bytes_step(&s, p,
+        _mm256_blend_epi32(_mm256_permutevar8x32_epi32(first, _mm256_setr_epi32(0, 0, 1, 2, 3, 4, 5, 6)),
+            _mm256_set1_epi32((int)previous_word), 0x01));
+    for (int c = 1; c < nibble_group; c++) {
+        count_bytes_step(&s, p + 32 * c, _mm256_loadu_si256((const __m256i *)(p + 32 * c - 4)));
+    }
+    flush_nibble_fields(&s);
+    for (int group = nibble_group; group < steps; group += nibble_group) {
+        for (int c = group; c < group + nibble_group; c++) {
+            count_bytes_step(&s, p + 32 * c, _mm256_loadu_si256((const __m256i *)(p + 32 * c - 4)));
+        }
+        flush_nibble_fields(&s);
+    }
+
+    // fieldSums[2g] = L + 16 H with L the count of 4g + 0 and H of 4g + 2; [2g + 1]: 4g + 1, 4g + 3.
+    uint32_t nibbles[16];
+    for (int g = 0; g < 4; g++) {
+        for (int odd = 0; odd < 2; odd++) {
+            uint64_t fields = sum_quadwords(s.fieldSums[2 * g + odd]);
+            uint64_t high = sum_quadwords(s.highSums[2 * g + odd]);
+            nibbles[4 * g + odd] = (uint32_t)(fields - high);
+            nibbles[4 * g + 2 + odd] = (uint32_t)(high / 16);
+        }
+    }
+    int repeated = !_mm256_testz_si256(s.repeated, s.repeated);
+    int uniformPair = finish_counts(
+        p, oneWindows, zeroWindows, nibbles, repeated, has_zero_byte(s.equalBytes), has_zero_byte(s.uniform), out);
+    out->long_run = (uint8_t)(uniformPair && has_long_run_avx2(p));
+}
+
+CES_AVX2 int ces_has_four_equal_bytes_avx2(const void *bytes, size_t count) {
+    const unsigned char *p = bytes;
+    if (count < 4) return 0;
+    // Lane j compares bytes i ... i + 3 with i = offset + j. The last step overlaps the one before
+    // instead of reading past the buffer; under 32 starts, plain code.
+    size_t n = count - 3;
+    if (n < 32) {
+        for (size_t i = 0; i < n; i++) {
+            if (p[i] == p[i + 1] && p[i] == p[i + 2] && p[i] == p[i + 3]) return 1;
+        }
+        return 0;
+    }
+    __m256i least = _mm256_set1_epi8(-1);
+    for (size_t i = 0;; i += 32) {
+        if (i + 32 > n) i = n - 32;
+        __m256i a = _mm256_loadu_si256((const __m256i *)(p + i));
+        __m256i b = _mm256_xor_si256(a, _mm256_loadu_si256((const __m256i *)(p + i + 1)));
+        __m256i c = _mm256_xor_si256(a, _mm256_loadu_si256((const __m256i *)(p + i + 2)));
+        __m256i d = _mm256_xor_si256(a, _mm256_loadu_si256((const __m256i *)(p + i + 3)));
+        least = _mm256_min_epu8(least, _mm256_or_si256(_mm256_or_si256(b, c), d));
+        if (i + 32 == n) break;
+    }
+    return has_zero_byte(least);
+}
+
+CES_AVX2 size_t ces_count_byte_avx2(const void *bytes, size_t count, uint8_t value) {
+    const unsigned char *p = bytes;
+    const __m256i pattern = _mm256_set1_epi8((char)value);
+    size_t total = 0, i = 0;
+    for (; i + 32 <= count; i += 32) {
+        __m256i equal = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + i)), pattern);
+        total += (size_t)__builtin_popcount((unsigned int)_mm256_movemask_epi8(equal));
+    }
+    if (i < count && count >= 32) {
+        // The last 32 bytes of the buffer; only the lanes past i are new.
+        __m256i equal = _mm256_cmpeq_epi8(_mm256_loadu_si256((const __m256i *)(p + count - 32)), pattern);
+        unsigned int fresh = ~0u << (32 - (count - i));
+        total += (size_t)__builtin_popcount((unsigned int)_mm256_movemask_epi8(equal) & fresh);
+    } else {
+        for (; i < count; i++) total += p[i] == value;
+    }
+    return total;
+}
+
 #else
-// No kernels off x86-64: ces_cpu_has_health_kernels() is 0 and Swift never calls the others.
-int ces_cpu_has_health_kernels(void) { return 0; }
-void ces_fips_count(const void *block, uint32_t previous_word, ces_fips_counts *out) {
+// No kernels off x86-64: ces_cpu_health_kernel_tier() is CES_HEALTH_TIER_NONE and Swift never calls
+// the others; they still link, and answer like the kernels would.
+int ces_cpu_health_kernel_tier(void) { return CES_HEALTH_TIER_NONE; }
+static void no_fips_count(const void *block, uint32_t previous_word, ces_fips_counts *out) {
     (void)block;
     (void)previous_word;
     memset(out, 0, sizeof *out);
 }
-int ces_has_four_equal_bytes(const void *bytes, size_t count) {
-    (void)bytes;
-    return count >= 4;
+static int plain_has_four_equal_bytes(const void *bytes, size_t count) {
+    const unsigned char *p = bytes;
+    for (size_t i = 0; i + 3 < count; i++) {
+        if (p[i] == p[i + 1] && p[i] == p[i + 2] && p[i] == p[i + 3]) return 1;
+    }
+    return 0;
 }
-size_t ces_count_byte(const void *bytes, size_t count, uint8_t value) {
+static size_t plain_count_byte(const void *bytes, size_t count, uint8_t value) {
     const unsigned char *p = bytes;
     size_t total = 0;
     for (size_t i = 0; i < count; i++) total += p[i] == value;
     return total;
+}
+void ces_fips_count_avx512(const void *block, uint32_t previous_word, ces_fips_counts *out) {
+    no_fips_count(block, previous_word, out);
+}
+void ces_fips_count_avx2(const void *block, uint32_t previous_word, ces_fips_counts *out) {
+    no_fips_count(block, previous_word, out);
+}
+int ces_has_four_equal_bytes_avx512(const void *bytes, size_t count) {
+    return plain_has_four_equal_bytes(bytes, count);
+}
+int ces_has_four_equal_bytes_avx2(const void *bytes, size_t count) { return plain_has_four_equal_bytes(bytes, count); }
+size_t ces_count_byte_avx512(const void *bytes, size_t count, uint8_t value) {
+    return plain_count_byte(bytes, count, value);
+}
+size_t ces_count_byte_avx2(const void *bytes, size_t count, uint8_t value) {
+    return plain_count_byte(bytes, count, value);
 }
 #endif

@@ -1,5 +1,3 @@
-internal import CEntropyShims
-
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -42,8 +40,8 @@ public struct ContinuousHealthTests: Sendable {
     var windowPosition = 0
     var windowValue: UInt8 = 0
     var windowCount = 0
-    /// Whether the AVX-512 kernels screen the RCT and count the APT (else portable Swift code).
-    private(set) var usesKernel: Bool
+    /// Which code screens the RCT and counts the APT (`HealthKernels`).
+    private(set) var tier: HealthKernelTier
 
     /// Tests for a source claiming `minEntropyPerByte` bits per byte with α = 2^−`falsePositiveExponent`.
     ///
@@ -62,14 +60,16 @@ public struct ContinuousHealthTests: Sendable {
         self.repetitionCutoff = Self.repetitionCutoff(minEntropy: minEntropyPerByte, exponent: falsePositiveExponent)
         self.adaptiveProportionCutoff = Self.adaptiveProportionCutoff(
             minEntropy: minEntropyPerByte, exponent: falsePositiveExponent, window: Self.adaptiveProportionWindow)
-        self.usesKernel = HealthKernels.available
+        self.tier = HealthKernels.selected
     }
 
-    /// Tests that use the kernels only if `usesKernel` and the CPU supports them (tests run both paths).
-    init(minEntropyPerByte: Double = 8, falsePositiveExponent: Int = 20, usesKernel: Bool) throws(EntropySourceError) {
+    /// Tests on `tier`, or the best tier below it the CPU supports (tests run every tier).
+    init(
+        minEntropyPerByte: Double = 8, falsePositiveExponent: Int = 20, tier: HealthKernelTier
+    ) throws(EntropySourceError) {
         self = try ContinuousHealthTests(
             minEntropyPerByte: minEntropyPerByte, falsePositiveExponent: falsePositiveExponent)
-        self.usesKernel = usesKernel && HealthKernels.available
+        self.tier = HealthKernels.available(tier)
     }
 
     /// C = 1 + ⌈n / H⌉ (SP 800-90B §4.4.1).
@@ -119,7 +119,7 @@ public struct ContinuousHealthTests: Sendable {
     /// RCT over `bytes`; `fourEqualBytes` as in ``test(_:fourEqualBytes:)``.
     ///
     /// The cutoff C is at least 1 + ⌈20 / 8⌉ = 4. If no four consecutive bytes are equal (known, or
-    /// found by one pass of `ces_has_four_equal_bytes`, 64 bytes per step) and the first byte does not
+    /// found by one pass of `ces_has_four_equal_bytes_*`, 32 or 64 bytes per step) and the first byte does not
     /// continue the carried run, every run here has at most three bytes and none reaches C: the state
     /// is the last byte and the length of the last run. Other calls (on full-entropy data about one
     /// 2,500-byte block in 256, whose first byte repeats the carried one) take the walk below.
@@ -131,9 +131,9 @@ public struct ContinuousHealthTests: Sendable {
     mutating func repetitionCount(_ bytes: UnsafeRawBufferPointer, fourEqualBytes: Bool? = nil) -> HealthTestFailure? {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return nil }
         let n = bytes.count
-        if n >= 3 && repetitionCutoff > 3 && (fourEqualBytes != nil || usesKernel)
+        if n >= 3 && repetitionCutoff > 3 && (fourEqualBytes != nil || tier > .swift)
             && (repetitions == 0 || base.load(as: UInt8.self) != lastByte)
-            && !(fourEqualBytes ?? (ces_has_four_equal_bytes(base, n) != 0))
+            && !(fourEqualBytes ?? HealthKernels.hasFourEqualBytes(base, count: n, tier: tier))
         {
             let last = base.load(fromByteOffset: n - 1, as: UInt8.self)
             let second = base.load(fromByteOffset: n - 2, as: UInt8.self)
@@ -225,7 +225,7 @@ public struct ContinuousHealthTests: Sendable {
             }
             let end = min(bytes.count, i + (window - windowPosition))
             let value = windowValue
-            windowCount += Self.count(value, in: UnsafeRawPointer(base + i), length: end - i, usesKernel: usesKernel)
+            windowCount += Self.count(value, in: UnsafeRawPointer(base + i), length: end - i, tier: tier)
             windowPosition += end - i
             i = end
             if windowCount >= cutoff {
@@ -238,14 +238,14 @@ public struct ContinuousHealthTests: Sendable {
         return nil
     }
 
-    /// The number of bytes equal to `value` among `length` bytes at `p`: with the kernels, 64 at a
-    /// time (a compare into a mask, a population count); else sixteen at a time, a vector compare
+    /// The number of bytes equal to `value` among `length` bytes at `p`: with a kernel, 64 (AVX-512)
+    /// or 32 (AVX2) at a time (a compare into a mask, a population count); else sixteen at a time, a vector compare
     /// gives −1 in each matching lane, subtracted from per-lane counters that are summed every 255
     /// chunks.
     static func count(
-        _ value: UInt8, in p: UnsafeRawPointer, length: Int, usesKernel: Bool = HealthKernels.available
+        _ value: UInt8, in p: UnsafeRawPointer, length: Int, tier: HealthKernelTier = HealthKernels.selected
     ) -> Int {
-        if usesKernel { return ces_count_byte(p, length, value) }
+        if tier > .swift { return HealthKernels.countByte(value, in: p, count: length, tier: tier) }
         let pattern = SIMD16<UInt8>(repeating: value)
         var total = 0
         var i = 0

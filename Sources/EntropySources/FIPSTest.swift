@@ -28,10 +28,13 @@ internal import CEntropyShims
 /// block, the number of runs of length ≥ `k` is `W_k − W_(k+1)`. On CPUs with AVX-512 (see
 /// `HealthKernels`) one pass of a C kernel counts the windows with 64-bit population counts, the
 /// nibbles with one-hot bytes and an 8 × 8 bit transpose, and the continuous test with 32-bit lane
-/// compares, 64 bytes per step (about 0.2 ns per byte). Elsewhere one pass over the block fills a
-/// histogram indexed by (previous byte's trailing run, byte), and everything is derived from it at
-/// the end of the block. A long run is only looked for when two adjacent bytes are both 0x00 or
-/// both 0xFF. Both paths give the same results bit for bit.
+/// compares, 64 bytes per step (about 0.2 ns per byte). With AVX2 only, a C kernel counts the same
+/// 32 bytes per step (population counts by nibble lookups, nibbles in 4-bit fields; about 0.7 ns
+/// per byte). Elsewhere one pass over the block fills a histogram indexed by (previous byte's
+/// trailing run, byte), and everything is derived from it at the end of the block. A long run is
+/// only looked for when two adjacent bytes are both 0x00 or both 0xFF. Every path gives the same
+/// results bit for bit. The environment variable `VIRTRNG_HEALTH_KERNEL` (`avx512`, `avx2` or
+/// `swift`, read once) caps the tier used, to compare them on one machine.
 public struct FIPSFailures: OptionSet, Hashable, Sendable, CustomStringConvertible {
     /// The bit set (rng-tools' values: monobit 0x1, poker 0x2, runs 0x4, long run 0x8, continuous 0x10).
     public var rawValue: UInt8
@@ -90,17 +93,17 @@ public struct FIPSTest: Sendable {
 
     /// The previous 32-bit word (continuous test), nil before the first block.
     var lastWord: UInt32?
-    /// Whether blocks are counted by the AVX-512 kernel (else by the portable Swift code).
-    let usesKernel: Bool
+    /// Which code counts the blocks (`HealthKernels`).
+    let tier: HealthKernelTier
 
-    /// A tester with no previous word.
+    /// A tester with no previous word, on the tier `HealthKernels.selected`.
     public init() {
-        usesKernel = HealthKernels.available
+        tier = HealthKernels.selected
     }
 
-    /// A tester that uses the kernel only if `usesKernel` and the CPU supports it (tests run both paths).
-    init(usesKernel: Bool) {
-        self.usesKernel = usesKernel && HealthKernels.available
+    /// A tester on `tier`, or the best tier below it the CPU supports (tests run every tier).
+    init(tier: HealthKernelTier) {
+        self.tier = HealthKernels.available(tier)
     }
 
     /// Tests one block; `block.count` must be ``blockSize``. Returns the failed tests only (empty
@@ -111,10 +114,10 @@ public struct FIPSTest: Sendable {
     }
 
     /// ``test(_:)`` that also sets `fourEqualBytes` (whether four consecutive bytes of the block are
-    /// equal) when the kernel counted the block; leaves it unchanged otherwise.
+    /// equal) when a kernel counted the block; leaves it unchanged otherwise.
     mutating func test(_ block: UnsafeRawBufferPointer, fourEqualBytes: inout Bool?) -> FIPSFailures {
         precondition(block.count == Self.blockSize, "a FIPS block is \(Self.blockSize) bytes")
-        let tally = Tally.count(block, lastWord: &lastWord, usesKernel: usesKernel)
+        let tally = Tally.count(block, lastWord: &lastWord, tier: tier)
         if let known = tally.fourEqualBytes { fourEqualBytes = known }
         return tally.verdict()
     }
@@ -122,7 +125,7 @@ public struct FIPSTest: Sendable {
     /// Tests one block and returns its statistics.
     public mutating func analyze(_ block: UnsafeRawBufferPointer) -> FIPSBlockResult {
         precondition(block.count == Self.blockSize, "a FIPS block is \(Self.blockSize) bytes")
-        let tally = Tally.count(block, lastWord: &lastWord, usesKernel: usesKernel)
+        let tally = Tally.count(block, lastWord: &lastWord, tier: tier)
         let zeros = Tally.runs(tally.zeroWindows)
         let ones = Tally.runs(tally.oneWindows)
         return FIPSBlockResult(
@@ -133,7 +136,7 @@ public struct FIPSTest: Sendable {
 
 /// Per-block counters and the statistics derived from them.
 ///
-/// With the AVX-512 kernel, `ces_fips_count` returns W_1...W_7, the nibble counts and the long-run
+/// With a kernel (AVX-512 or AVX2), `ces_fips_count_*` returns W_1...W_7, the nibble counts and the long-run
 /// and continuous verdicts directly. The portable path makes one pass over the block, eight bytes
 /// per load, keeping a histogram from which come byte values and byte-boundary codes (the previous
 /// byte's trailing run and bit, this byte's leading run and bit). Everything else comes from these
@@ -163,13 +166,13 @@ struct Tally {
 
     var ones: Int { Int(oneWindows[0]) }
 
-    /// Counts `block` (``FIPSTest/blockSize`` bytes) with the kernel if `usesKernel`, else with the
-    /// portable code; `lastWord` is the continuous test's carry.
-    static func count(_ block: UnsafeRawBufferPointer, lastWord: inout UInt32?, usesKernel: Bool) -> Tally {
-        if usesKernel {
+    /// Counts `block` (``FIPSTest/blockSize`` bytes) with the kernel of `tier`, or the portable code
+    /// for ``HealthKernelTier/swift``; `lastWord` is the continuous test's carry.
+    static func count(_ block: UnsafeRawBufferPointer, lastWord: inout UInt32?, tier: HealthKernelTier) -> Tally {
+        if tier > .swift {
             var counts = ces_fips_counts()
             let previous = lastWord ?? ~UInt32(littleEndian: block.loadUnaligned(as: UInt32.self))
-            ces_fips_count(block.baseAddress, previous, &counts)
+            HealthKernels.fipsCount(block, previousWord: previous, tier: tier, into: &counts)
             lastWord = counts.last_word
             return Tally(counts)
         }

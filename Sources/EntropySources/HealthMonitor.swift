@@ -121,7 +121,7 @@ public final class HealthMonitor<Base: EntropySource>: EntropySource {
     public private(set) var statistics = HealthStatistics()
 
     private var continuous: ContinuousHealthTests
-    private var fips = FIPSTest()
+    private var fips: FIPSTest
     private let block: UnsafeMutableRawBufferPointer
     /// Bytes of `block` not yet served: `block[served..<FIPSTest.blockSize]`, valid when `served` < size.
     private var served = FIPSTest.blockSize
@@ -130,11 +130,23 @@ public final class HealthMonitor<Base: EntropySource>: EntropySource {
 
     /// Wraps `base`.
     ///
+    /// The tests run on the best kernel tier the CPU has (AVX-512, AVX2 or portable Swift; see
+    /// ``FIPSTest``), capped by the environment variable `VIRTRNG_HEALTH_KERNEL` (`avx512`, `avx2` or
+    /// `swift`) when it is set: all tiers give the same verdicts.
+    ///
     /// - Throws: ``EntropySourceError/invalidParameter(name:value:)`` for an entropy claim, exponent,
     ///   `rejectionsToFail` or recovery block count out of range.
-    public init(
+    public convenience init(
         _ base: Base, configuration: HealthMonitorConfiguration = .init(),
         onEvent: (@Sendable (HealthEvent) -> Void)? = nil
+    ) throws(EntropySourceError) {
+        try self.init(base, configuration: configuration, kernelTier: HealthKernels.selected, onEvent: onEvent)
+    }
+
+    /// Wraps `base`, testing on `kernelTier` or the best tier below it the CPU supports.
+    init(
+        _ base: Base, configuration: HealthMonitorConfiguration, kernelTier: HealthKernelTier,
+        onEvent: (@Sendable (HealthEvent) -> Void)?
     ) throws(EntropySourceError) {
         guard configuration.rejectionsToFail >= 1 else {
             throw .invalidParameter(name: "rejectionsToFail", value: configuration.rejectionsToFail)
@@ -145,7 +157,8 @@ public final class HealthMonitor<Base: EntropySource>: EntropySource {
         }
         self.continuous = try ContinuousHealthTests(
             minEntropyPerByte: configuration.minEntropyPerByte,
-            falsePositiveExponent: configuration.falsePositiveExponent)
+            falsePositiveExponent: configuration.falsePositiveExponent, tier: kernelTier)
+        self.fips = FIPSTest(tier: kernelTier)
         self.base = base
         self.configuration = configuration
         self.onEvent = onEvent

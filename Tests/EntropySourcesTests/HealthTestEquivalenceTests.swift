@@ -132,21 +132,32 @@ func hasFourEqualBytes(_ bytes: ArraySlice<UInt8>) -> Bool {
 }
 
 /// How the RCT learns whether a call holds four equal bytes: it walks (portable code), asks the
-/// kernel, or is told (as ``HealthMonitor`` tells it from the FIPS kernel's pass).
-enum RCTScreen: CaseIterable, Sendable { case walk, kernel, told }
+/// AVX2 or AVX-512 kernel, or is told (as ``HealthMonitor`` tells it from the FIPS kernel's pass).
+enum RCTScreen: CaseIterable, Sendable {
+    case walk, avx2, avx512, told
+
+    /// The tier the tests run on (a kernel tier the CPU lacks falls to the best one below it).
+    var tier: HealthKernelTier {
+        switch self {
+        case .walk, .told: .swift
+        case .avx2: .avx2
+        case .avx512: .avx512
+        }
+    }
+}
 
 @Suite struct HealthTestEquivalenceTests {
-    /// The FIPS tests, on the AVX-512 kernel (where the CPU has it) and on the portable path,
+    /// The FIPS tests, on each kernel tier (where the CPU has it) and on the portable path,
     /// against the pre-rewrite implementation and the bit-by-bit oracle, block by block over the
     /// whole corpus with the continuous-test word carried along.
-    @Test(arguments: [true, false])
-    func fipsMatchesTheLegacyImplementationAndTheNaiveOracle(usesKernel: Bool) {
+    @Test(arguments: HealthKernelTier.allCases)
+    func fipsMatchesTheLegacyImplementationAndTheNaiveOracle(tier: HealthKernelTier) {
         let blocks = equivalenceCorpus()
         #expect(blocks.count > 1_000)
-        var current = FIPSTest(usesKernel: usesKernel)
-        #expect(current.usesKernel == (usesKernel && HealthKernels.available))
+        var current = FIPSTest(tier: tier)
+        #expect(current.tier == min(tier, HealthKernels.supported))
         var legacy = LegacyFIPSTest()
-        var verdictOnly = FIPSTest(usesKernel: usesKernel)
+        var verdictOnly = FIPSTest(tier: tier)
         var failing = 0
         for (index, block) in blocks.enumerated() {
             let result = block.withUnsafeBytes { current.analyze($0) }
@@ -156,7 +167,8 @@ enum RCTScreen: CaseIterable, Sendable { case walk, kernel, told }
             #expect(
                 block.withUnsafeBytes { verdictOnly.test($0, fourEqualBytes: &fourEqualBytes) } == expected.failures,
                 "block \(index)")
-            #expect(fourEqualBytes == (verdictOnly.usesKernel ? hasFourEqualBytes(block[...]) : nil), "block \(index)")
+            #expect(
+                fourEqualBytes == (verdictOnly.tier > .swift ? hasFourEqualBytes(block[...]) : nil), "block \(index)")
             let oracle = naiveFIPS(block)
             #expect(result.ones == oracle.ones, "block \(index)")
             #expect(result.pokerSum == oracle.poker, "block \(index)")
@@ -171,10 +183,11 @@ enum RCTScreen: CaseIterable, Sendable { case walk, kernel, told }
 
     /// RCT and APT against the pre-rewrite implementation: low-entropy streams so both fire,
     /// several entropy claims, calls of random lengths (windows and runs cross call boundaries).
-    @Test(arguments: [8.0, 4.0, 1.0, 0.5], [true, false])
-    func continuousTestsMatchTheLegacyImplementation(entropy: Double, usesKernel: Bool) throws {
+    @Test(arguments: [8.0, 4.0, 1.0, 0.5], HealthKernelTier.allCases)
+    func continuousTestsMatchTheLegacyImplementation(entropy: Double, tier: HealthKernelTier) throws {
         var generator = SplitMix(seed: UInt64(entropy * 100))
-        var tests = try ContinuousHealthTests(minEntropyPerByte: entropy, usesKernel: usesKernel)
+        var tests = try ContinuousHealthTests(minEntropyPerByte: entropy, tier: tier)
+        #expect(tests.tier == min(tier, HealthKernels.supported))
         var legacy = LegacyContinuousHealthTests(
             repetitionCutoff: tests.repetitionCutoff, adaptiveProportionCutoff: tests.adaptiveProportionCutoff)
         var failures = 0
@@ -213,7 +226,7 @@ enum RCTScreen: CaseIterable, Sendable { case walk, kernel, told }
     @Test(arguments: [8.0, 4.0], RCTScreen.allCases)
     func continuousTestsMatchTheLegacyImplementationOnFullEntropy(entropy: Double, screen: RCTScreen) throws {
         var generator = SplitMix(seed: 7 + UInt64(entropy))
-        var tests = try ContinuousHealthTests(minEntropyPerByte: entropy, usesKernel: screen == .kernel)
+        var tests = try ContinuousHealthTests(minEntropyPerByte: entropy, tier: screen.tier)
         var legacy = LegacyContinuousHealthTests(
             repetitionCutoff: tests.repetitionCutoff, adaptiveProportionCutoff: tests.adaptiveProportionCutoff)
         var stream = (0..<300_000).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
@@ -251,15 +264,18 @@ enum RCTScreen: CaseIterable, Sendable { case walk, kernel, told }
         #expect(failures > 10)
     }
 
-    /// The kernel's four-equal-bytes screen against a plain loop, at every length and alignment.
-    @Test(.enabled(if: HealthKernels.available, "needs the AVX-512 kernels"))
-    func fourEqualBytesMatchesAPlainLoop() {
+    /// Each tier's four-equal-bytes screen against a plain loop, at every length and alignment.
+    @Test(arguments: HealthKernelTier.allCases)
+    func fourEqualBytesMatchesAPlainLoop(tier: HealthKernelTier) {
+        let tier = HealthKernels.available(tier)
         var generator = SplitMix(seed: 12)
         for alphabet in [2, 3, 256] {
             let bytes = (0..<600).map { _ in UInt8(truncatingIfNeeded: generator.next() % UInt64(alphabet)) }
             for start in 0..<17 {
-                for length in [0, 1, 3, 4, 5, 63, 64, 66, 67, 68, 127, 130, 300, 583 - start] {
-                    let got = bytes.withUnsafeBytes { ces_has_four_equal_bytes($0.baseAddress! + start, length) != 0 }
+                for length in [0, 1, 3, 4, 5, 31, 32, 34, 35, 36, 63, 64, 66, 67, 68, 127, 130, 300, 583 - start] {
+                    let got = bytes.withUnsafeBytes {
+                        HealthKernels.hasFourEqualBytes($0.baseAddress! + start, count: length, tier: tier)
+                    }
                     #expect(got == hasFourEqualBytes(bytes[start..<(start + length)]), "\(alphabet) \(start) \(length)")
                 }
             }
@@ -267,17 +283,18 @@ enum RCTScreen: CaseIterable, Sendable { case walk, kernel, told }
     }
 
     /// The byte counter behind the APT against a plain loop, at every length and alignment.
-    @Test(arguments: [true, false])
-    func countMatchesAPlainLoop(usesKernel: Bool) {
+    @Test(arguments: HealthKernelTier.allCases)
+    func countMatchesAPlainLoop(tier: HealthKernelTier) {
+        let tier = HealthKernels.available(tier)
         var generator = SplitMix(seed: 11)
         let bytes = (0..<10_000).map { _ in UInt8(truncatingIfNeeded: generator.next() % 3) }
         for start in 0..<17 {
-            for length in [0, 1, 7, 8, 15, 16, 17, 63, 64, 65, 511, 512 - start, 600, 4_080, 4_096, 9_000] {
+            for length in [0, 1, 7, 8, 15, 16, 17, 31, 32, 33, 63, 64, 65, 511, 512 - start, 600, 4_080, 4_096, 9_000] {
                 for value: UInt8 in [0, 1, 2, 3] {
                     let expected = bytes[start..<(start + length)].filter { $0 == value }.count
                     let got = bytes.withUnsafeBytes {
                         ContinuousHealthTests.count(
-                            value, in: $0.baseAddress! + start, length: length, usesKernel: usesKernel)
+                            value, in: $0.baseAddress! + start, length: length, tier: tier)
                     }
                     #expect(got == expected)
                 }

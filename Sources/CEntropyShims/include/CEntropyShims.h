@@ -40,22 +40,39 @@ typedef struct ces_fips_counts {
     uint8_t repeated_word;
     /// 1 when the block holds a run of 26 or more equal bits.
     uint8_t long_run;
-    /// 1 when four consecutive bytes of the block are equal (see ces_has_four_equal_bytes).
+    /// 1 when four consecutive bytes of the block are equal (see ces_has_four_equal_bytes_avx512).
     uint8_t four_equal_bytes;
 } ces_fips_counts;
 
-/// 1 when the CPU and OS support the health-test kernels below (x86-64 with AVX-512 F, BW, VBMI,
-/// VBMI2, VPOPCNTDQ, BITALG, GFNI and POPCNT, and ZMM state enabled by the OS). Always 0 elsewhere.
-int ces_cpu_has_health_kernels(void);
+/// Health-test kernel tiers, best last (values of ces_cpu_health_kernel_tier).
+#define CES_HEALTH_TIER_NONE 0
+/// x86-64 with AVX2 and POPCNT, YMM state enabled by the OS (Haswell and later, every AMD Zen).
+#define CES_HEALTH_TIER_AVX2 1
+/// x86-64 with AVX-512 F, BW, VBMI, VBMI2, VPOPCNTDQ, BITALG, GFNI and POPCNT, ZMM and opmask state
+/// enabled by the OS (Ice Lake and later Intel parts, AMD Zen 4 and later).
+#define CES_HEALTH_TIER_AVX512 2
+
+/// The best kernel tier the CPU and OS support (a CES_HEALTH_TIER_* value; a CPU with the AVX-512
+/// tier also has the AVX2 one). Always CES_HEALTH_TIER_NONE off x86-64.
+int ces_cpu_health_kernel_tier(void);
+
 /// Counts one CES_FIPS_BLOCK_SIZE-byte block; `previous_word` is the 32-bit word before it.
-/// Call only after ces_cpu_has_health_kernels() returned 1.
-void ces_fips_count(const void *block, uint32_t previous_word, ces_fips_counts *out);
+/// Reads nothing outside the block. Call only when the tier is at least CES_HEALTH_TIER_AVX512.
+void ces_fips_count_avx512(const void *block, uint32_t previous_word, ces_fips_counts *out);
 /// 1 when four consecutive bytes among `count` are equal (a run the SP 800-90B RCT may fail on:
 /// its cutoff is at least 4). Reads nothing outside the buffer.
-/// Call only after ces_cpu_has_health_kernels() returned 1.
-int ces_has_four_equal_bytes(const void *bytes, size_t count);
+/// Call only when the tier is at least CES_HEALTH_TIER_AVX512.
+int ces_has_four_equal_bytes_avx512(const void *bytes, size_t count);
 /// The number of bytes equal to `value` among `count`. Reads nothing outside the buffer.
-/// Call only after ces_cpu_has_health_kernels() returned 1.
-size_t ces_count_byte(const void *bytes, size_t count, uint8_t value);
+/// Call only when the tier is at least CES_HEALTH_TIER_AVX512.
+size_t ces_count_byte_avx512(const void *bytes, size_t count, uint8_t value);
+
+/// ces_fips_count_avx512 with AVX2: the same counts bit for bit.
+/// Call only when the tier is at least CES_HEALTH_TIER_AVX2.
+void ces_fips_count_avx2(const void *block, uint32_t previous_word, ces_fips_counts *out);
+/// ces_has_four_equal_bytes_avx512 with AVX2. Call only when the tier is at least CES_HEALTH_TIER_AVX2.
+int ces_has_four_equal_bytes_avx2(const void *bytes, size_t count);
+/// ces_count_byte_avx512 with AVX2. Call only when the tier is at least CES_HEALTH_TIER_AVX2.
+size_t ces_count_byte_avx2(const void *bytes, size_t count, uint8_t value);
 
 #endif
