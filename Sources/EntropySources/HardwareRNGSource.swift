@@ -67,12 +67,13 @@ public final class HardwareRNGSource: EntropySource, @unchecked Sendable {
         }
     }
 
-    /// Reads a small sysfs attribute (at most 4 KiB), trimmed of whitespace; nil if unreadable.
-    static func readAttribute(_ path: String) -> String? {
+    /// Reads a small sysfs or procfs file (at most `maximumBytes`), trimmed of whitespace; nil if
+    /// unreadable.
+    static func readAttribute(_ path: String, maximumBytes: Int = 4096) -> String? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: 4096)
+        var bytes = [UInt8](repeating: 0, count: maximumBytes)
         var total = 0
         while total < bytes.count {
             let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + total, $0.count - total) }

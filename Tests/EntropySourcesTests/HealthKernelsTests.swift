@@ -69,7 +69,7 @@ final class GuardedBuffer {
         #if arch(x86_64) && os(Linux)
             // The CPUID check agrees with what the kernel reports of the CPU (and the OS's state saving,
             // which /proc/cpuinfo reflects by hiding flags the OS does not enable).
-            if let cpuinfo = readWholeFile("/proc/cpuinfo"),
+            if let cpuinfo = HardwareRNGSource.readAttribute("/proc/cpuinfo", maximumBytes: 1 << 20),
                 let line = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") })
             {
                 let flags = Set(line.split(separator: " ").map(String.init))
@@ -176,21 +176,4 @@ final class GuardedBuffer {
             #expect(expected.1.failures > 0 && expected.1.recoveries > 0)
         }
     }
-}
-
-/// The contents of a (small, procfs) file as UTF-8 text, or nil when it cannot be read.
-func readWholeFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65_536)
-    while true {
-        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        guard n >= 0 else { return nil }
-        if n == 0 { break }
-        bytes += chunk[..<n]
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }
